@@ -1,0 +1,45 @@
+// A connection that speaks in protocol lines (the control connection, both ends): reads and splits
+// lines, queues outgoing lines, and reports one close with a reason.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "tunnel/channel.hpp"
+#include "tunnel/line_reader.hpp"
+
+namespace tunnel {
+
+class LineConnection {
+ public:
+  using OnLine = std::function<void(std::string_view line)>;
+  using OnClose = std::function<void(std::string_view reason)>;
+
+  // Queued output beyond this means the peer stopped reading: the connection is closed.
+  static constexpr size_t kMaxQueued = 1 << 20;
+
+  // The callbacks may call close() but must not destroy this object on the spot; an owner that
+  // wants it gone destroys it through EventLoop::defer.
+  LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose on_close);
+
+  // Queues a whole line (with its `\n`) and sends what the socket takes now.
+  void send(std::string_view line);
+  // Closes now; on_close is not called.
+  void close();
+  bool open() const { return channel_.fd() >= 0; }
+  int fd() const { return channel_.fd(); }
+
+ private:
+  void on_ready(uint32_t events);
+  void flush();
+  void lost(std::string_view reason);
+
+  Channel channel_;
+  LineReader reader_;
+  std::string outgoing_;
+  OnLine on_line_;
+  OnClose on_close_;
+};
+
+}  // namespace tunnel

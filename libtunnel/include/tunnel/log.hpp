@@ -1,0 +1,50 @@
+// One line per event, `key=value` fields, on stderr. Under systemd (JOURNAL_STREAM set) lines carry
+// `<N>` priority prefixes and no timestamp, since journald stamps them itself.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <string_view>
+
+namespace tunnel::log {
+
+enum class Level { trace = 0, debug = 1, info = 2, warn = 3, error = 4, off = 5 };
+
+Level parse_level(std::string_view text);  // throws std::invalid_argument
+void set_level(Level level);
+Level level();
+inline bool enabled(Level l) { return l >= level(); }
+// Decided once from the environment at start; tests may force it.
+void set_journal_mode(bool on);
+
+void write(Level level, std::string_view message);
+
+template <typename... Args>
+void emit(Level l, fmt::format_string<Args...> format, Args&&... args) {
+  if (!enabled(l)) return;
+  write(l, fmt::format(format, std::forward<Args>(args)...));
+}
+
+// Lets one line through per interval and counts the ones it held back, for events a peer can
+// trigger at will (refusals, EMFILE), so that a flood cannot flood the log.
+class RateLimit {
+ public:
+  explicit RateLimit(std::chrono::milliseconds interval = std::chrono::seconds(1))
+      : interval_(interval) {}
+  // True when this occurrence should be logged; `suppressed` gets how many were held back since.
+  bool allow(uint64_t& suppressed);
+
+ private:
+  std::chrono::milliseconds interval_;
+  std::chrono::steady_clock::time_point last_{};
+  uint64_t held_back_ = 0;
+};
+
+}  // namespace tunnel::log
+
+#define TLOG_TRACE(...) ::tunnel::log::emit(::tunnel::log::Level::trace, __VA_ARGS__)
+#define TLOG_DEBUG(...) ::tunnel::log::emit(::tunnel::log::Level::debug, __VA_ARGS__)
+#define TLOG_INFO(...) ::tunnel::log::emit(::tunnel::log::Level::info, __VA_ARGS__)
+#define TLOG_WARN(...) ::tunnel::log::emit(::tunnel::log::Level::warn, __VA_ARGS__)
+#define TLOG_ERROR(...) ::tunnel::log::emit(::tunnel::log::Level::error, __VA_ARGS__)

@@ -1,0 +1,63 @@
+// Wire protocol v1 (docs/PROTOCOL.md): parsing and formatting of the lines exchanged on port B.
+// Pure functions over strings; the sockets live elsewhere.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "tunnel/conn_id.hpp"
+
+namespace tunnel::protocol {
+
+inline constexpr std::string_view kVersionTag = "TUNNEL/1";
+
+// Error codes a server may answer a control hello with.
+inline constexpr std::string_view kErrBusy = "busy";
+inline constexpr std::string_view kErrBadRequest = "bad-request";
+inline constexpr std::string_view kErrVersion = "version";
+
+// A line that breaks the grammar. `code` is one of the kErr* words, for the answer to a hello.
+struct Malformed {
+  std::string code;
+  std::string reason;
+};
+
+// --- first line of a B connection ---
+struct ControlHello {
+  std::vector<std::string> features;
+};
+struct DataHello {
+  ConnId id;
+};
+using Hello = std::variant<ControlHello, DataHello, Malformed>;
+Hello parse_hello(std::string_view line);
+
+// --- lines on the control connection ---
+enum class Verb { ok, err, new_conn, close_conn, fail, ping, pong, unknown };
+struct Message {
+  Verb verb = Verb::unknown;
+  ConnId id;                          // NEW, CLOSE, FAIL
+  std::string word;                   // FAIL reason, PING/PONG token, ERR code, unknown verb
+  std::string text;                   // ERR text
+  std::vector<std::string> features;  // OK
+};
+using Parsed = std::variant<Message, Malformed>;
+Parsed parse_message(std::string_view line);
+
+// Every formatter returns the whole line including its `\n`.
+std::string control_hello(const std::vector<std::string>& features);
+std::string data_hello(const ConnId& id);
+std::string ok(const std::vector<std::string>& features);
+std::string err(std::string_view code, std::string_view text);
+std::string new_conn(const ConnId& id);
+std::string close_conn(const ConnId& id);
+std::string fail(const ConnId& id, std::string_view reason);
+std::string ping(std::string_view token);
+std::string pong(std::string_view token);
+
+// A PING/PONG token or FAIL reason: 1 to 32 printable, non-space ASCII characters.
+bool is_token(std::string_view word);
+
+}  // namespace tunnel::protocol

@@ -1,0 +1,67 @@
+// Shared command-line handling: checked durations and addresses, and one-line errors.
+#include "tunnel/cli_common.hpp"
+
+#include <fmt/format.h>
+
+#include "tunnel/log.hpp"
+
+namespace tunnel::cli {
+namespace {
+
+// Runs `parse` to check a value; its exception text becomes CLI11's error, which names the option.
+template <typename Parse>
+CLI::Validator checked_by(Parse parse, std::string kind) {
+  return CLI::Validator(
+      [parse](std::string& text) -> std::string {
+        try {
+          parse(text);
+          return {};
+        } catch (const std::exception& e) {
+          return e.what();
+        }
+      },
+      std::move(kind));
+}
+
+}  // namespace
+
+void add_common_options(CLI::App& app, std::string& log_level) {
+  app.set_config("--config", "", "Read options from this file (key = value, one per line); flags given on the command line win");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.set_version_flag("--version", std::string(TUNNEL_VERSION));
+  app.add_option("--log-level", log_level, "Least severe level written: trace, debug, info, warn, error, off")
+      ->capture_default_str()
+      ->check(checked_by([](const std::string& t) { log::parse_level(t); }, "LEVEL"));
+}
+
+CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& value,
+                          const std::string& help) {
+  return app
+      .add_option_function<std::string>(
+          name, [&value](const std::string& text) { value = parse_duration(text); }, help)
+      ->default_str(format_duration(value))
+      ->check(checked_by([](const std::string& t) { parse_duration(t); }, "DURATION"));
+}
+
+CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
+                         bool allow_port_zero, const std::string& help) {
+  auto parse = [allow_port_zero](const std::string& t) { return parse_host_port(t, allow_port_zero); };
+  auto* option = app.add_option_function<std::string>(
+      name, [&value, parse](const std::string& text) { value = parse(text); }, help);
+  if (value.port != 0 || !value.host.empty()) option->default_str(value.to_string());
+  return option->check(checked_by(parse, "HOST:PORT"));
+}
+
+int parse(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    // One line: which option, what is wrong. No usage dump after it.
+    fmt::print(stderr, "{}: {}\n", app.get_name(), e.what());
+    return 2;
+  }
+  return -1;
+}
+
+}  // namespace tunnel::cli

@@ -1,0 +1,52 @@
+// The reactor's dispatch round: poll, deliver I/O events, run due timers, run deferred work.
+#include "tunnel/event_loop.hpp"
+
+#include <algorithm>
+#include <system_error>
+
+#include "tunnel/channel.hpp"
+#include "tunnel/log.hpp"
+
+namespace tunnel {
+
+EventLoop::EventLoop() : poller_(make_poller()) {}
+EventLoop::~EventLoop() = default;
+
+void EventLoop::run() {
+  stopped_ = false;
+  while (!stopped_) run_once(-1);
+}
+
+void EventLoop::run_once(int max_wait_ms) {
+  int timeout = deferred_.empty() ? timers_.next_timeout_ms(now()) : 0;
+  if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
+  batch_.clear();
+  if (auto ec = poller_->wait(batch_, timeout)) {
+    TLOG_ERROR("event=poll-failed error=\"{}\"", ec.message());
+  }
+  // Index loop: forget() may null entries of this batch while we walk it.
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (auto* channel = static_cast<Channel*>(batch_[i].owner)) channel->dispatch(batch_[i].events);
+  }
+  batch_.clear();
+  timers_.run_expired(now());
+  run_deferred();
+}
+
+void EventLoop::defer(std::function<void()> task) { deferred_.push_back(std::move(task)); }
+
+void EventLoop::run_deferred() {
+  // Deferred work may defer more; it runs in this round too.
+  while (!deferred_.empty()) {
+    auto tasks = std::move(deferred_);
+    deferred_.clear();
+    for (auto& task : tasks) task();
+  }
+}
+
+void EventLoop::forget(void* owner) {
+  for (auto& event : batch_)
+    if (event.owner == owner) event.owner = nullptr;
+}
+
+}  // namespace tunnel

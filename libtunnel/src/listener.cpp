@@ -1,0 +1,71 @@
+// Accepting connections, including when the process runs out of descriptors.
+#include "tunnel/listener.hpp"
+
+#include <fcntl.h>
+
+#include <stdexcept>
+
+#include "tunnel/socket.hpp"
+
+namespace tunnel {
+namespace {
+
+// Enough for a burst; the rest stay in the backlog and make the socket readable again.
+constexpr int kAcceptsPerEvent = 64;
+
+Fd open_reserve() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+
+}  // namespace
+
+Listener::Listener(EventLoop& loop, std::string name, const std::vector<SocketAddress>& candidates,
+                   OnAccept on_accept)
+    : loop_(loop), name_(std::move(name)), on_accept_(std::move(on_accept)), reserve_(open_reserve()) {
+  std::error_code ec;
+  for (const auto& candidate : candidates) {
+    Fd fd = listen_tcp(candidate, SOMAXCONN, ec);
+    if (!fd) {
+      // The IPv6 wildcard fails on hosts without IPv6: the IPv4 one is next in the list.
+      if (ec == std::errc::address_family_not_supported) continue;
+      throw std::runtime_error(fmt::format("cannot listen on {}: {}", candidate.to_string(),
+                                           ec.message()));
+    }
+    address_ = local_address(fd.get());
+    channel_ = std::make_unique<Channel>(loop_, std::move(fd), kReadable,
+                                         [this](uint32_t) { on_readable(); });
+    return;
+  }
+  throw std::runtime_error(fmt::format("cannot listen: {}", ec.message()));
+}
+
+void Listener::on_readable() {
+  for (int i = 0; i < kAcceptsPerEvent && channel_; ++i) {
+    std::error_code ec;
+    Fd connection = accept_connection(channel_->fd(), ec);
+    if (connection) {
+      on_accept_(std::move(connection));
+      continue;
+    }
+    if (!ec) return;  // backlog empty
+    if (ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system) {
+      shed_one();
+    } else {
+      TLOG_WARN("event=accept-failed listener={} error=\"{}\"", name_, ec.message());
+    }
+    return;
+  }
+}
+
+// Out of descriptors, the waiting connection would keep the listener readable and the loop
+// spinning. Free the reserve, accept and close that connection, and take the reserve back.
+void Listener::shed_one() {
+  uint64_t suppressed = 0;
+  if (exhausted_log_.allow(suppressed))
+    TLOG_WARN("event=fd-exhausted listener={} action=shed suppressed={}", name_, suppressed);
+  reserve_.reset();
+  std::error_code ec;
+  Fd victim = accept_connection(channel_->fd(), ec);
+  victim.reset();
+  reserve_ = open_reserve();
+}
+
+}  // namespace tunnel

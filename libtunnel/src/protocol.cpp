@@ -1,0 +1,133 @@
+// Protocol v1 grammar: single spaces between words, printable ASCII only, strict arguments.
+#include "tunnel/protocol.hpp"
+
+#include <fmt/format.h>
+
+namespace tunnel::protocol {
+namespace {
+
+bool printable(std::string_view line) {
+  for (unsigned char c : line)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
+// Splits on single spaces; an empty word (leading, trailing or double space) is reported as such.
+std::vector<std::string_view> words_of(std::string_view line) {
+  std::vector<std::string_view> words;
+  size_t start = 0;
+  for (;;) {
+    auto space = line.find(' ', start);
+    words.push_back(line.substr(start, space == std::string_view::npos ? space : space - start));
+    if (space == std::string_view::npos) return words;
+    start = space + 1;
+  }
+}
+
+bool any_empty(const std::vector<std::string_view>& words) {
+  for (auto w : words)
+    if (w.empty()) return true;
+  return false;
+}
+
+Malformed bad(std::string reason) { return {std::string(kErrBadRequest), std::move(reason)}; }
+
+std::vector<std::string> features_from(const std::vector<std::string_view>& words, size_t first) {
+  std::vector<std::string> features;
+  for (size_t i = first; i < words.size(); ++i) features.emplace_back(words[i]);
+  return features;
+}
+
+std::string join_features(std::string head, const std::vector<std::string>& features) {
+  for (const auto& f : features) head += " " + f;
+  return head + "\n";
+}
+
+}  // namespace
+
+bool is_token(std::string_view word) {
+  if (word.empty() || word.size() > 32) return false;
+  for (unsigned char c : word)
+    if (c <= 0x20 || c > 0x7e) return false;
+  return true;
+}
+
+Hello parse_hello(std::string_view line) {
+  if (!printable(line)) return bad("first line has non-printable bytes");
+  auto words = words_of(line);
+  if (any_empty(words)) return bad("first line has empty words");
+  if (words[0].starts_with("TUNNEL/") && words[0] != kVersionTag)
+    return Malformed{std::string(kErrVersion), fmt::format("only {} is spoken here", kVersionTag)};
+  if (words[0] != kVersionTag || words.size() < 2) return bad("expected 'TUNNEL/1 CONTROL|DATA'");
+  if (words[1] == "CONTROL") {
+    for (size_t i = 2; i < words.size(); ++i)
+      if (!is_token(words[i])) return bad("bad feature name");
+    return ControlHello{features_from(words, 2)};
+  }
+  if (words[1] == "DATA") {
+    if (words.size() != 3) return bad("expected 'TUNNEL/1 DATA <id>'");
+    auto id = ConnId::parse(words[2]);
+    if (!id) return bad("connection id is not 32 lowercase hex digits");
+    return DataHello{*id};
+  }
+  return bad("expected CONTROL or DATA");
+}
+
+Parsed parse_message(std::string_view line) {
+  if (!printable(line)) return bad("line has non-printable bytes");
+  auto words = words_of(line);
+  if (any_empty(words)) return bad("line has empty words");
+  Message m;
+  const auto verb = words[0];
+  auto need = [&](size_t count) { return words.size() == count; };
+  auto take_id = [&](size_t at) {
+    auto id = ConnId::parse(words[at]);
+    if (id) m.id = *id;
+    return id.has_value();
+  };
+  if (verb == "NEW" || verb == "CLOSE") {
+    m.verb = verb == "NEW" ? Verb::new_conn : Verb::close_conn;
+    if (!need(2) || !take_id(1)) return bad(fmt::format("expected '{} <id>'", verb));
+  } else if (verb == "FAIL") {
+    m.verb = Verb::fail;
+    if (!need(3) || !take_id(1) || !is_token(words[2])) return bad("expected 'FAIL <id> <reason>'");
+    m.word = words[2];
+  } else if (verb == "PING" || verb == "PONG") {
+    m.verb = verb == "PING" ? Verb::ping : Verb::pong;
+    if (!need(2) || !is_token(words[1])) return bad(fmt::format("expected '{} <token>'", verb));
+    m.word = words[1];
+  } else if (verb == "OK") {
+    m.verb = Verb::ok;
+    for (size_t i = 1; i < words.size(); ++i)
+      if (!is_token(words[i])) return bad("bad feature name");
+    m.features = features_from(words, 1);
+  } else if (verb == "ERR") {
+    m.verb = Verb::err;
+    if (words.size() < 2) return bad("expected 'ERR <code> <text>'");
+    m.word = words[1];
+    auto text_start = line.find(' ', 4);
+    if (text_start != std::string_view::npos) m.text = line.substr(text_start + 1);
+  } else {
+    m.verb = Verb::unknown;
+    m.word = verb;
+  }
+  return m;
+}
+
+std::string control_hello(const std::vector<std::string>& features) {
+  return join_features(fmt::format("{} CONTROL", kVersionTag), features);
+}
+std::string data_hello(const ConnId& id) { return fmt::format("{} DATA {}\n", kVersionTag, id.hex()); }
+std::string ok(const std::vector<std::string>& features) { return join_features("OK", features); }
+std::string err(std::string_view code, std::string_view text) {
+  return fmt::format("ERR {} {}\n", code, text);
+}
+std::string new_conn(const ConnId& id) { return fmt::format("NEW {}\n", id.hex()); }
+std::string close_conn(const ConnId& id) { return fmt::format("CLOSE {}\n", id.hex()); }
+std::string fail(const ConnId& id, std::string_view reason) {
+  return fmt::format("FAIL {} {}\n", id.hex(), reason);
+}
+std::string ping(std::string_view token) { return fmt::format("PING {}\n", token); }
+std::string pong(std::string_view token) { return fmt::format("PONG {}\n", token); }
+
+}  // namespace tunnel::protocol

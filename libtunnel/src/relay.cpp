@@ -1,0 +1,217 @@
+// The relay: two flows (a->b, b->a), each moving bytes through a pooled pipe with splice(2), or
+// through a buffer when no pipe is free or the descriptors cannot splice.
+#include "tunnel/relay.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "tunnel/socket.hpp"
+
+namespace tunnel {
+namespace {
+
+constexpr size_t kBufferSize = 64 * 1024;
+// Read/write rounds per wake-up: enough to move a burst without another poll, few enough to stay
+// fair to the loop's other connections.
+constexpr int kRoundsPerEvent = 4;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+const char* side_name(int side) { return side == 0 ? "a" : "b"; }
+
+}  // namespace
+
+struct Relay::Flow {
+  enum class Mode { idle, pipe, buffer };
+
+  int from = 0;  // side index bytes come from
+  int to = 1;    // side index they go to
+  Mode mode = Mode::idle;
+  Pipe pipe;
+  std::unique_ptr<char[]> buffer;  // allocated the first time the buffer path is needed
+  size_t buffer_start = 0;
+  size_t pending = 0;  // read from `from`, not yet written to `to`
+  bool splice_unsupported = false;
+  bool eof = false;   // `from` will send nothing more
+  bool shut = false;  // that end was passed on to `to` as a FIN
+  uint64_t delivered = 0;
+
+  size_t room() const {
+    switch (mode) {
+      case Mode::pipe: return pipe.capacity - pending;
+      case Mode::buffer: return kBufferSize - buffer_start - pending;
+      case Mode::idle: break;
+    }
+    return kBufferSize;
+  }
+  bool wants_read() const { return !eof && room() > 0; }
+};
+
+Relay::Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done)
+    : loop_(loop), pipes_(pipes), done_(std::move(done)) {
+  set_nodelay(a.get());
+  set_nodelay(b.get());
+  Fd fds[2] = {std::move(a), std::move(b)};
+  for (int side = 0; side < 2; ++side) {
+    flow_[side] = std::make_unique<Flow>();
+    flow_[side]->from = side;
+    flow_[side]->to = 1 - side;
+    side_[side] = std::make_unique<Channel>(loop_, std::move(fds[side]), kReadable,
+                                            [this, side](uint32_t events) { on_ready(side, events); });
+  }
+}
+
+Relay::~Relay() {
+  for (auto& flow : flow_)
+    if (flow && flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
+}
+
+uint64_t Relay::bytes_a_to_b() const { return flow_[0]->delivered; }
+uint64_t Relay::bytes_b_to_a() const { return flow_[1]->delivered; }
+
+void Relay::abort(std::string reason) {
+  if (!finished_) fail(std::move(reason));
+}
+
+void Relay::on_ready(int side, uint32_t events) {
+  if (finished_) return;
+  if (events & kError) {
+    if (auto ec = take_socket_error(side_[side]->fd())) {
+      fail(fmt::format("{} on side {}", ec.message(), side_name(side)));
+      return;
+    }
+  }
+  // A hang-up is delivered whatever we asked for; the read and write below surface it as end of
+  // stream or as an error, so it cannot make us spin.
+  bool hangup = events & (kHangup | kError);
+  if ((events & kReadable) || hangup) pump(*flow_[side]);
+  if (finished_) return;
+  if ((events & kWritable) || hangup) pump(*flow_[1 - side]);
+  if (finished_) return;
+  maybe_finish();
+  if (!finished_) update_interest();
+}
+
+// Reads what `from` has (as room allows) and writes what is pending to `to`, a few rounds at most.
+void Relay::pump(Flow& flow) {
+  int from_fd = side_[flow.from]->fd();
+  int to_fd = side_[flow.to]->fd();
+  for (int round = 0; round < kRoundsPerEvent; ++round) {
+    bool progressed = false;
+
+    if (flow.wants_read() && from_fd >= 0) {
+      if (flow.mode == Flow::Mode::idle) {
+        if (!flow.splice_unsupported) flow.pipe = pipes_.acquire();
+        if (flow.pipe) {
+          flow.mode = Flow::Mode::pipe;
+        } else {
+          if (!flow.buffer) flow.buffer = std::make_unique<char[]>(kBufferSize);
+          flow.mode = Flow::Mode::buffer;
+        }
+      }
+      ssize_t n;
+      if (flow.mode == Flow::Mode::pipe) {
+        n = ::splice(from_fd, nullptr, flow.pipe.write_end.get(), nullptr, flow.room(), kSpliceFlags);
+        if (n < 0 && errno == EINVAL && flow.pending == 0) {
+          // This pair of descriptors cannot splice: use the buffer path from now on.
+          flow.splice_unsupported = true;
+          pipes_.release(std::move(flow.pipe));
+          flow.pipe = {};
+          flow.mode = Flow::Mode::idle;
+          continue;
+        }
+      } else {
+        n = ::recv(from_fd, flow.buffer.get() + flow.buffer_start + flow.pending, flow.room(), 0);
+      }
+      if (n > 0) {
+        flow.pending += static_cast<size_t>(n);
+        progressed = true;
+      } else if (n == 0) {
+        flow.eof = true;
+      } else if (errno != EAGAIN && errno != EINTR) {
+        fail(fmt::format("{} reading side {}", std::strerror(errno), side_name(flow.from)));
+        return;
+      }
+    }
+
+    if (flow.pending > 0) {
+      ssize_t n;
+      if (flow.mode == Flow::Mode::pipe) {
+        n = ::splice(flow.pipe.read_end.get(), nullptr, to_fd, nullptr, flow.pending, kSpliceFlags);
+      } else {
+        n = send_nosignal(to_fd, flow.buffer.get() + flow.buffer_start, flow.pending);
+      }
+      if (n > 0) {
+        flow.pending -= static_cast<size_t>(n);
+        flow.delivered += static_cast<uint64_t>(n);
+        if (flow.mode == Flow::Mode::buffer) flow.buffer_start += static_cast<size_t>(n);
+        progressed = true;
+      } else if (errno != EAGAIN && errno != EINTR) {
+        fail(fmt::format("{} writing side {}", std::strerror(errno), side_name(flow.to)));
+        return;
+      }
+    }
+
+    if (flow.pending == 0) {
+      // Empty: give the pipe back so an idle connection holds none.
+      if (flow.mode == Flow::Mode::pipe) pipes_.release(std::move(flow.pipe));
+      flow.pipe = {};
+      flow.buffer_start = 0;
+      flow.mode = Flow::Mode::idle;
+      if (flow.eof && !flow.shut) {
+        ::shutdown(to_fd, SHUT_WR);
+        flow.shut = true;
+      }
+    }
+    if (!progressed || flow.eof) break;
+  }
+}
+
+void Relay::update_interest() {
+  for (int side = 0; side < 2; ++side) {
+    Channel& channel = *side_[side];
+    if (channel.fd() < 0) continue;
+    const Flow& reading = *flow_[side];
+    const Flow& writing = *flow_[1 - side];
+    if (reading.eof && writing.shut) {
+      // Nothing more will cross this socket either way. Closing it now also stops the hang-up
+      // that epoll would otherwise keep reporting while the other direction finishes.
+      channel.close();
+      continue;
+    }
+    uint32_t interest = 0;
+    if (reading.wants_read()) interest |= kReadable;
+    if (writing.pending > 0) interest |= kWritable;
+    channel.set_interest(interest);
+  }
+}
+
+void Relay::maybe_finish() {
+  if (!flow_[0]->shut || !flow_[1]->shut) return;
+  finished_ = true;
+  side_[0]->close();
+  side_[1]->close();
+  RelayOutcome outcome{flow_[0]->delivered, flow_[1]->delivered, false, "closed"};
+  loop_.defer([done = std::move(done_), outcome] { done(outcome); });
+}
+
+void Relay::fail(std::string reason) {
+  finished_ = true;
+  for (auto& side : side_) {
+    if (side->fd() >= 0) set_linger_reset(side->fd());
+    side->close();
+  }
+  for (auto& flow : flow_) {
+    if (flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
+    flow->pipe = {};
+    flow->mode = Flow::Mode::idle;
+  }
+  RelayOutcome outcome{flow_[0]->delivered, flow_[1]->delivered, true, std::move(reason)};
+  loop_.defer([done = std::move(done_), outcome] { done(outcome); });
+}
+
+}  // namespace tunnel

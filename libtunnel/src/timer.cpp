@@ -1,0 +1,22 @@
+// One-shot timers tied to their owner's lifetime.
+#include "tunnel/timer.hpp"
+
+namespace tunnel {
+
+Timer::Timer(EventLoop& loop, std::function<void()> callback)
+    : loop_(loop), callback_(std::move(callback)) {}
+
+void Timer::arm(Clock::duration after) {
+  cancel();
+  id_ = loop_.timers().schedule(loop_.now() + after, [this] {
+    id_ = 0;
+    callback_();
+  });
+}
+
+void Timer::cancel() {
+  if (id_ != 0) loop_.timers().cancel(id_);
+  id_ = 0;
+}
+
+}  // namespace tunnel
