@@ -1,1 +1,33 @@
-int main(){}
+// tunnel-server entry point: flags -> config -> one event loop until SIGTERM/SIGINT.
+#include <csignal>
+#include <cstdio>
+
+#include "server.hpp"
+#include "tunnel/log.hpp"
+#include "tunnel/signals.hpp"
+
+int main(int argc, char** argv) {
+  using namespace tunnel;
+  server::ServerConfig config;
+  if (int code = server::parse_arguments(argc, argv, config); code >= 0) return code;
+  log::set_level(log::parse_level(config.log_level));
+  auto fd_limit = raise_fd_limit();
+
+  EventLoop loop;
+  std::unique_ptr<server::Server> server;
+  try {
+    server = std::make_unique<server::Server>(loop, config);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tunnel-server: {}\n", e.what());
+    return 1;
+  }
+  TLOG_INFO("event=started version={} fd_limit={} poller={}", TUNNEL_VERSION, fd_limit,
+            loop.poller().name());
+  SignalWatcher signals(loop, [&](int signal) {
+    TLOG_INFO("event=stopping signal={}", signal == SIGTERM ? "TERM" : "INT");
+    server->stop();
+    loop.stop();
+  });
+  loop.run();
+  return 0;
+}

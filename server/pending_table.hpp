@@ -1,0 +1,65 @@
+// External (A) connections waiting for the client's data connection, by connection ID. This is the
+// server's per-connection state machine; pending_table.cpp holds every transition.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+
+#include "client_link.hpp"
+#include "tunnel/channel.hpp"
+#include "tunnel/conn_id.hpp"
+#include "tunnel/duration.hpp"
+#include "tunnel/log.hpp"
+#include "tunnel/timer.hpp"
+
+namespace tunnel::server {
+
+enum class PendingState {
+  waiting_for_client,  // no client has been told (none online, or the one told went away)
+  announced,           // NEW <id> sent; waiting for DATA <id>
+};
+
+// Why an A connection ended before it was paired; the words appear in logs as reason=...
+enum class PendingFailure { no_client, pair_timeout, target_unreachable, max_pending, closed_early };
+std::string_view to_string(PendingFailure failure);
+
+class PendingTable {
+ public:
+  // Told of every connection that ends unpaired (for counting).
+  using OnFailure = std::function<void(PendingFailure)>;
+
+  PendingTable(EventLoop& loop, ClientLink& client, Duration pair_timeout, size_t max_pending,
+               OnFailure on_failure);
+  ~PendingTable();
+
+  // A connection was accepted on A.
+  void admit(Fd external);
+  // A client came online: every waiting connection is announced to it.
+  void client_online();
+  // The client went away: what it was told is void; those connections wait for the next one.
+  void client_lost();
+  // DATA <id> arrived. Returns the A socket and forgets the id, or nothing if the id is not pending.
+  std::optional<Fd> claim(const ConnId& id);
+  // FAIL <id> <reason> arrived from the client.
+  void fail(const ConnId& id, std::string_view reason);
+
+  size_t size() const { return entries_.size(); }
+
+ private:
+  struct Entry;
+  void end(const ConnId& id, PendingFailure failure, std::string_view detail);
+  void announce(Entry& entry);
+
+  EventLoop& loop_;
+  ClientLink& client_;
+  Duration pair_timeout_;
+  size_t max_pending_;
+  OnFailure on_failure_;
+  std::unordered_map<ConnId, std::unique_ptr<Entry>, ConnIdHash> entries_;
+  log::RateLimit failure_log_[5];
+};
+
+}  // namespace tunnel::server

@@ -1,0 +1,73 @@
+// Control-connection handling on the server side.
+#include "session.hpp"
+
+#include <fmt/format.h>
+
+#include "tunnel/address.hpp"
+#include "tunnel/log.hpp"
+#include "tunnel/protocol.hpp"
+
+namespace tunnel::server {
+
+Session::Session(EventLoop& loop, uint64_t number, Fd fd, Events events)
+    : number_(number),
+      peer_(peer_address(fd.get()).to_string()),
+      events_(std::move(events)),
+      connection_(
+          loop, std::move(fd), [this](std::string_view line) { on_line(line); },
+          [this](std::string_view reason) { closed(reason); }),
+      probe_deadline_(loop, [this] {
+        TLOG_INFO("event=probe-unanswered session={} token={}", number_, probe_token_);
+        finish_probe(false);
+      }) {}
+
+void Session::closed(std::string_view reason) {
+  connection_.close();
+  finish_probe(false);
+  events_.on_closed(reason);
+}
+
+void Session::on_line(std::string_view line) {
+  auto parsed = protocol::parse_message(line);
+  if (auto* bad = std::get_if<protocol::Malformed>(&parsed)) {
+    TLOG_WARN("event=control-malformed session={} reason=\"{}\"", number_, bad->reason);
+    return closed("malformed line");
+  }
+  const auto& message = std::get<protocol::Message>(parsed);
+  switch (message.verb) {
+    case protocol::Verb::ping:
+      connection_.send(protocol::pong(message.word));
+      break;
+    case protocol::Verb::pong:
+      if (!probe_token_.empty() && message.word == probe_token_) finish_probe(true);
+      break;
+    case protocol::Verb::fail:
+      events_.on_fail(message.id, message.word);
+      break;
+    case protocol::Verb::unknown:
+      TLOG_DEBUG("event=control-ignored session={} verb={}", number_, message.word);
+      break;
+    default:
+      // OK/ERR/NEW/CLOSE are the server's own words; a client sending them is confused.
+      TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, line);
+      return closed("unexpected message");
+  }
+}
+
+void Session::probe(Duration timeout, std::function<void(bool)> result) {
+  probe_waiters_.push_back(std::move(result));
+  if (probe_waiters_.size() > 1) return;
+  probe_token_ = fmt::format("probe-{}", ++probes_sent_);
+  connection_.send(protocol::ping(probe_token_));
+  probe_deadline_.arm(timeout);
+}
+
+void Session::finish_probe(bool alive) {
+  probe_deadline_.cancel();
+  probe_token_.clear();
+  auto waiters = std::move(probe_waiters_);
+  probe_waiters_.clear();
+  for (auto& waiter : waiters) waiter(alive);
+}
+
+}  // namespace tunnel::server

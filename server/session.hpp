@@ -1,0 +1,52 @@
+// The server's end of one client's control connection: answers pings, relays FAIL reports, and can
+// probe whether the client is still alive (for a second control connection, DESIGN §4).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "client_link.hpp"
+#include "tunnel/conn_id.hpp"
+#include "tunnel/duration.hpp"
+#include "tunnel/line_connection.hpp"
+#include "tunnel/timer.hpp"
+
+namespace tunnel::server {
+
+class Session {
+ public:
+  struct Events {
+    std::function<void(const ConnId& id, std::string_view reason)> on_fail;
+    std::function<void(std::string_view reason)> on_closed;  // called once; may destroy via defer
+  };
+
+  Session(EventLoop& loop, uint64_t number, Fd fd, Events events);
+
+  uint64_t number() const { return number_; }
+  const std::string& peer() const { return peer_; }
+  bool open() const { return connection_.open(); }
+  void send_line(std::string_view line) { connection_.send(line); }
+  void close() { connection_.close(); }
+
+  // Sends PING and reports whether PONG came back within `timeout`. A session that closes meanwhile
+  // counts as dead. Only one probe at a time; a second request joins the first.
+  void probe(Duration timeout, std::function<void(bool alive)> result);
+
+ private:
+  void on_line(std::string_view line);
+  void closed(std::string_view reason);
+  void finish_probe(bool alive);
+
+  uint64_t number_;
+  std::string peer_;
+  Events events_;
+  LineConnection connection_;
+  Timer probe_deadline_;
+  std::string probe_token_;
+  std::vector<std::function<void(bool)>> probe_waiters_;
+  uint64_t probes_sent_ = 0;
+};
+
+}  // namespace tunnel::server
