@@ -1,1 +1,43 @@
-int main(){}
+// tunnel-client entry point: flags -> config -> one event loop until SIGTERM/SIGINT.
+#include <csignal>
+#include <cstdio>
+
+#include "client.hpp"
+#include "tunnel/log.hpp"
+#include "tunnel/signals.hpp"
+
+int main(int argc, char** argv) {
+  using namespace tunnel;
+  client::ClientConfig config;
+  if (int code = client::parse_arguments(argc, argv, config); code >= 0) return code;
+  log::set_level(log::parse_level(config.log_level));
+  auto fd_limit = raise_fd_limit();
+
+  // Names are resolved once, here, before the loop runs: DNS never blocks the loop.
+  SocketAddress server, target;
+  try {
+    server = resolve(config.server, false).front();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tunnel-client: --server: {}\n", e.what());
+    return 1;
+  }
+  try {
+    target = resolve(config.target, false).front();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tunnel-client: --target: {}\n", e.what());
+    return 1;
+  }
+
+  EventLoop loop;
+  client::Client client(loop, config, server, target);
+  TLOG_INFO("event=started version={} fd_limit={} target={}", TUNNEL_VERSION, fd_limit,
+            target.to_string());
+  SignalWatcher signals(loop, [&](int signal) {
+    TLOG_INFO("event=stopping signal={}", signal == SIGTERM ? "TERM" : "INT");
+    client.stop();
+    loop.stop();
+  });
+  client.start();
+  loop.run();
+  return 0;
+}

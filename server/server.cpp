@@ -43,6 +43,7 @@ bool is_loopback(const SocketAddress& address) {
 Server::Server(EventLoop& loop, const ServerConfig& config)
     : loop_(loop),
       config_(config),
+      pipe_trimmer_(loop, pipes_),
       pending_(loop, *this, config.pair_timeout, config.max_pending, [](PendingFailure) {}) {
   listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a,
                             [this](Fd fd) { pending_.admit(std::move(fd)); });

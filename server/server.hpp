@@ -46,6 +46,7 @@ class Server final : public ClientLink {
   EventLoop& loop_;
   ServerConfig config_;
   PipePool pipes_;
+  PipeTrimmer pipe_trimmer_;
   std::unique_ptr<Listener> listen_a_;
   std::unique_ptr<Listener> listen_b_;
 

@@ -9,6 +9,7 @@ namespace tunnel {
 PipePool::PipePool(size_t max_pipes, size_t pipe_size) : max_pipes_(max_pipes), pipe_size_(pipe_size) {}
 
 Pipe PipePool::acquire() {
+  acquired_since_trim_ = true;
   if (!idle_.empty()) {
     Pipe pipe = std::move(idle_.back());
     idle_.pop_back();
@@ -33,10 +34,23 @@ void PipePool::release(Pipe pipe) {
   if (idle_.size() < kMaxIdle) idle_.push_back(std::move(pipe));
 }
 
+void PipePool::trim_idle() {
+  if (!acquired_since_trim_) idle_.clear();
+  acquired_since_trim_ = false;
+}
+
 void PipePool::discard(Pipe pipe) {
   --in_use_;
   pipe.read_end.reset();
   pipe.write_end.reset();
+}
+
+PipeTrimmer::PipeTrimmer(EventLoop& loop, PipePool& pool, Clock::duration interval)
+    : pool_(pool), interval_(interval), timer_(loop, [this] {
+        pool_.trim_idle();
+        timer_.arm(interval_);
+      }) {
+  timer_.arm(interval_);
 }
 
 }  // namespace tunnel

@@ -1,0 +1,118 @@
+// Control connection life: backing_off -> connecting -> awaiting_answer -> online -> (lost) ...
+#include "control_connection.hpp"
+
+#include "tunnel/log.hpp"
+#include "tunnel/protocol.hpp"
+
+namespace tunnel::client {
+namespace {
+
+constexpr Duration kFirstRetry = std::chrono::milliseconds(100);
+constexpr Duration kStableAfter = std::chrono::minutes(1);
+
+}  // namespace
+
+ControlConnection::ControlConnection(EventLoop& loop, const SocketAddress& server,
+                                     Duration dial_timeout, Duration reconnect_max, Events events)
+    : loop_(loop),
+      server_(server),
+      dial_timeout_(dial_timeout),
+      events_(std::move(events)),
+      backoff_(kFirstRetry, reconnect_max),
+      retry_(loop, [this] { connect(); }),
+      stable_(loop, [this] { backoff_.reset(); }) {}
+
+void ControlConnection::start() {
+  TLOG_INFO("event=connecting server={}", server_.to_string());
+  connect();
+}
+
+void ControlConnection::move_to(ControlState next) { state_ = next; }
+
+void ControlConnection::connect() {
+  move_to(ControlState::connecting);
+  TLOG_DEBUG("event=connecting server={}", server_.to_string());
+  connector_ = std::make_unique<Connector>(
+      loop_, server_, dial_timeout_,
+      [this](Fd fd, std::error_code error) { on_connected(std::move(fd), error); });
+}
+
+void ControlConnection::on_connected(Fd fd, std::error_code error) {
+  // The connector is done; it goes once this callback has returned.
+  loop_.defer([old = std::shared_ptr<Connector>(std::move(connector_))] {});
+  if (error) return lost("control-lost", fmt::format("reason=\"{}\"", error.message()));
+  connection_ = std::make_unique<LineConnection>(
+      loop_, std::move(fd), [this](std::string_view line) { on_line(line); },
+      [this](std::string_view reason) {
+        lost("control-lost", fmt::format("reason=\"{}\"", reason));
+      });
+  move_to(ControlState::awaiting_answer);
+  connection_->send(protocol::control_hello({}));
+}
+
+void ControlConnection::on_line(std::string_view line) {
+  auto parsed = protocol::parse_message(line);
+  if (auto* bad = std::get_if<protocol::Malformed>(&parsed))
+    return lost("control-lost", fmt::format("reason=\"malformed line: {}\"", bad->reason));
+  const auto& message = std::get<protocol::Message>(parsed);
+
+  if (state_ == ControlState::awaiting_answer) {
+    if (message.verb == protocol::Verb::ok) {
+      move_to(ControlState::online);
+      stable_.arm(kStableAfter);
+      TLOG_INFO("event=online server={}", server_.to_string());
+      return;
+    }
+    if (message.verb == protocol::Verb::err)
+      return lost("control-refused", fmt::format("code={} text=\"{}\"", message.word, message.text));
+    return lost("control-lost", "reason=\"server did not answer the hello\"");
+  }
+
+  switch (message.verb) {
+    case protocol::Verb::new_conn:
+      events_.on_new(message.id);
+      break;
+    case protocol::Verb::close_conn:
+      events_.on_close(message.id);
+      break;
+    case protocol::Verb::ping:
+      connection_->send(protocol::pong(message.word));
+      break;
+    case protocol::Verb::pong:
+      break;
+    case protocol::Verb::unknown:
+      TLOG_DEBUG("event=control-ignored verb={}", message.word);
+      break;
+    default:
+      lost("control-lost", fmt::format("reason=\"unexpected line: {}\"", line));
+  }
+}
+
+void ControlConnection::send_line(std::string_view line) {
+  if (state_ == ControlState::online) connection_->send(line);
+}
+
+void ControlConnection::lost(std::string_view event, std::string_view fields) {
+  if (connection_) {
+    connection_->close();
+    loop_.defer([old = std::shared_ptr<LineConnection>(std::move(connection_))] {});
+  }
+  stable_.cancel();
+  if (state_ == ControlState::stopped) return;
+  move_to(ControlState::backing_off);
+  auto delay = backoff_.next();
+  // One line per failed attempt, carrying the next delay: never a flood, always the reason.
+  TLOG_WARN("event={} server={} {} retry_in_ms={}", event, server_.to_string(), fields,
+            delay.count());
+  retry_.arm(delay);
+}
+
+void ControlConnection::stop() {
+  move_to(ControlState::stopped);
+  retry_.cancel();
+  stable_.cancel();
+  connector_.reset();
+  if (connection_) connection_->close();
+}
+
+}  // namespace tunnel::client

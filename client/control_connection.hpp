@@ -1,0 +1,58 @@
+// The client's control connection to port B: connects, says hello, passes NEW/CLOSE on, answers
+// PING, and when the link is lost or refused reconnects with exponential backoff and full jitter.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "tunnel/backoff.hpp"
+#include "tunnel/conn_id.hpp"
+#include "tunnel/connector.hpp"
+#include "tunnel/line_connection.hpp"
+#include "tunnel/timer.hpp"
+
+namespace tunnel::client {
+
+enum class ControlState { backing_off, connecting, awaiting_answer, online, stopped };
+
+class ControlConnection {
+ public:
+  struct Events {
+    std::function<void(const ConnId&)> on_new;
+    std::function<void(const ConnId&)> on_close;
+  };
+
+  ControlConnection(EventLoop& loop, const SocketAddress& server, Duration dial_timeout,
+                    Duration reconnect_max, Events events);
+
+  void start();
+  // Closes the connection for good: no reconnect.
+  void stop();
+  void send_line(std::string_view line);
+  ControlState state() const { return state_; }
+
+ private:
+  void connect();
+  void on_connected(Fd fd, std::error_code error);
+  void on_line(std::string_view line);
+  // `fields` are ready-made key=value pairs saying why.
+  void lost(std::string_view event, std::string_view fields);
+  void move_to(ControlState next);
+
+  EventLoop& loop_;
+  SocketAddress server_;
+  Duration dial_timeout_;
+  Events events_;
+  ControlState state_ = ControlState::backing_off;
+  std::unique_ptr<Connector> connector_;
+  std::unique_ptr<LineConnection> connection_;
+  Backoff backoff_;
+  Timer retry_;
+  // The backoff starts over only after the link has been healthy this long, so a server that
+  // accepts and drops at once still sees a client backing off.
+  Timer stable_;
+};
+
+}  // namespace tunnel::client
