@@ -25,7 +25,8 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
   app.add_option("--max-pending", config.max_pending,
                  "A connections waiting for pairing at once; more are closed at once")
       ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->type_name("N");
   cli::add_common_options(app, config.log_level);
   return cli::parse(app, argc, argv);
 }

@@ -26,12 +26,16 @@ CLI::Validator checked_by(Parse parse, std::string kind) {
 }  // namespace
 
 void add_common_options(CLI::App& app, std::string& log_level) {
-  app.set_config("--config", "", "Read options from this file (key = value, one per line); flags given on the command line win");
+  app.set_config("--config", "",
+                 "Read options from this file (key = value, one per line); flags given on the "
+                 "command line win")
+      ->type_name("FILE");
   app.allow_config_extras(CLI::config_extras_mode::error);
-  app.set_version_flag("--version", std::string(TUNNEL_VERSION));
+  app.set_version_flag("--version", app.get_name() + " " + TUNNEL_VERSION);
   app.add_option("--log-level", log_level, "Least severe level written: trace, debug, info, warn, error, off")
       ->capture_default_str()
-      ->check(checked_by([](const std::string& t) { log::parse_level(t); }, "LEVEL"));
+      ->check(checked_by([](const std::string& t) { log::parse_level(t); }, ""))
+      ->type_name("LEVEL");
 }
 
 CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& value,
@@ -40,7 +44,8 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& valu
       .add_option_function<std::string>(
           name, [&value](const std::string& text) { value = parse_duration(text); }, help)
       ->default_str(format_duration(value))
-      ->check(checked_by([](const std::string& t) { parse_duration(t); }, "DURATION"));
+      ->check(checked_by([](const std::string& t) { parse_duration(t); }, ""))
+      ->type_name("DURATION");
 }
 
 CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
@@ -49,12 +54,21 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
   auto* option = app.add_option_function<std::string>(
       name, [&value, parse](const std::string& text) { value = parse(text); }, help);
   if (value.port != 0 || !value.host.empty()) option->default_str(value.to_string());
-  return option->check(checked_by(parse, "HOST:PORT"));
+  return option->check(checked_by(parse, ""))->type_name("HOST:PORT");
 }
 
 int parse(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ConfigError& e) {
+    // CLI11 words an unknown key as "INI was not able to parse <key>"; say it plainly.
+    std::string what = e.what();
+    const std::string unparsed = "INI was not able to parse ";
+    if (what.starts_with(unparsed)) what = "unknown option '" + what.substr(unparsed.size()) + "'";
+    auto* config = app.get_config_ptr();
+    fmt::print(stderr, "{}: --config {}: {}\n", app.get_name(),
+               config && config->count() ? config->as<std::string>() : "", what);
+    return 2;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     // One line: which option, what is wrong. No usage dump after it.
