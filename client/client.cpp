@@ -14,7 +14,7 @@ Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress&
       server_(server),
       target_(target),
       pipe_trimmer_(loop, pipes_),
-      control_(loop, server, config.dial_timeout, config.reconnect_max,
+      control_(loop, server, config.dial_timeout, config.reconnect_max, config.heartbeat,
                ControlConnection::Events{[this](const ConnId& id) { on_new(id); },
                                          [this](const ConnId& id) { on_close(id); }}) {}
 

@@ -6,6 +6,7 @@
 
 #include "tunnel/address.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/heartbeat.hpp"
 
 namespace tunnel::client {
 
@@ -16,6 +17,7 @@ struct ClientConfig {
   HostPort target;
   Duration dial_timeout = 5s;
   Duration reconnect_max = 30s;
+  HeartbeatSettings heartbeat;
   std::string log_level = "info";
 };
 

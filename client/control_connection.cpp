@@ -13,12 +13,19 @@ constexpr Duration kStableAfter = std::chrono::minutes(1);
 }  // namespace
 
 ControlConnection::ControlConnection(EventLoop& loop, const SocketAddress& server,
-                                     Duration dial_timeout, Duration reconnect_max, Events events)
+                                     Duration dial_timeout, Duration reconnect_max,
+                                     HeartbeatSettings heartbeat, Events events)
     : loop_(loop),
       server_(server),
       dial_timeout_(dial_timeout),
       events_(std::move(events)),
       backoff_(kFirstRetry, reconnect_max),
+      heartbeat_(
+          loop, heartbeat,
+          [this] {
+            if (connection_) connection_->send(protocol::ping(fmt::format("hb-{}", ++pings_sent_)));
+          },
+          [this] { lost("control-lost", "reason=heartbeat-timeout"); }),
       retry_(loop, [this] { connect(); }),
       stable_(loop, [this] { backoff_.reset(); }) {}
 
@@ -47,10 +54,13 @@ void ControlConnection::on_connected(Fd fd, std::error_code error) {
         lost("control-lost", fmt::format("reason=\"{}\"", reason));
       });
   move_to(ControlState::awaiting_answer);
+  // The heartbeat also bounds the wait for the server's answer.
+  heartbeat_.start();
   connection_->send(protocol::control_hello({}));
 }
 
 void ControlConnection::on_line(std::string_view line) {
+  heartbeat_.heard();
   auto parsed = protocol::parse_message(line);
   if (auto* bad = std::get_if<protocol::Malformed>(&parsed))
     return lost("control-lost", fmt::format("reason=\"malformed line: {}\"", bad->reason));
@@ -98,6 +108,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
     loop_.defer([old = std::shared_ptr<LineConnection>(std::move(connection_))] {});
   }
   stable_.cancel();
+  heartbeat_.stop();
   if (state_ == ControlState::stopped) return;
   move_to(ControlState::backing_off);
   auto delay = backoff_.next();
@@ -111,6 +122,7 @@ void ControlConnection::stop() {
   move_to(ControlState::stopped);
   retry_.cancel();
   stable_.cancel();
+  heartbeat_.stop();
   connector_.reset();
   if (connection_) connection_->close();
 }

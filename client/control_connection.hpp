@@ -10,6 +10,7 @@
 #include "tunnel/backoff.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/connector.hpp"
+#include "tunnel/heartbeat.hpp"
 #include "tunnel/line_connection.hpp"
 #include "tunnel/timer.hpp"
 
@@ -25,7 +26,7 @@ class ControlConnection {
   };
 
   ControlConnection(EventLoop& loop, const SocketAddress& server, Duration dial_timeout,
-                    Duration reconnect_max, Events events);
+                    Duration reconnect_max, HeartbeatSettings heartbeat, Events events);
 
   void start();
   // Closes the connection for good: no reconnect.
@@ -49,6 +50,8 @@ class ControlConnection {
   std::unique_ptr<Connector> connector_;
   std::unique_ptr<LineConnection> connection_;
   Backoff backoff_;
+  Heartbeat heartbeat_;
+  uint64_t pings_sent_ = 0;
   Timer retry_;
   // The backoff starts over only after the link has been healthy this long, so a server that
   // accepts and drops at once still sees a client backing off.

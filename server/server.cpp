@@ -152,7 +152,7 @@ void Server::resolve_newcomers(bool incumbent_alive) {
 void Server::open_session(Fd fd) {
   uint64_t number = ++sessions_opened_;
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(fd),
+      loop_, number, std::move(fd), config_.heartbeat,
       Session::Events{
           [this](const ConnId& id, std::string_view reason) { on_client_fail(id, reason); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});

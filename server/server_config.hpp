@@ -6,6 +6,7 @@
 
 #include "tunnel/address.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/heartbeat.hpp"
 
 namespace tunnel::server {
 
@@ -18,6 +19,7 @@ struct ServerConfig {
   Duration probe_timeout = 1s;
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
+  HeartbeatSettings heartbeat;
   std::string log_level = "info";
 };
 

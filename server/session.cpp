@@ -9,25 +9,34 @@
 
 namespace tunnel::server {
 
-Session::Session(EventLoop& loop, uint64_t number, Fd fd, Events events)
+Session::Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings heartbeat,
+                 Events events)
     : number_(number),
       peer_(peer_address(fd.get()).to_string()),
       events_(std::move(events)),
       connection_(
           loop, std::move(fd), [this](std::string_view line) { on_line(line); },
           [this](std::string_view reason) { closed(reason); }),
+      heartbeat_(
+          loop, heartbeat,
+          [this] { connection_.send(protocol::ping(fmt::format("hb-{}", ++pings_sent_))); },
+          [this] { closed("heartbeat-timeout"); }),
       probe_deadline_(loop, [this] {
         TLOG_INFO("event=probe-unanswered session={} token={}", number_, probe_token_);
         finish_probe(false);
-      }) {}
+      }) {
+  heartbeat_.start();
+}
 
 void Session::closed(std::string_view reason) {
   connection_.close();
+  heartbeat_.stop();
   finish_probe(false);
   events_.on_closed(reason);
 }
 
 void Session::on_line(std::string_view line) {
+  heartbeat_.heard();
   auto parsed = protocol::parse_message(line);
   if (auto* bad = std::get_if<protocol::Malformed>(&parsed)) {
     TLOG_WARN("event=control-malformed session={} reason=\"{}\"", number_, bad->reason);

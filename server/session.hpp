@@ -10,6 +10,7 @@
 #include "client_link.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/heartbeat.hpp"
 #include "tunnel/line_connection.hpp"
 #include "tunnel/timer.hpp"
 
@@ -22,7 +23,7 @@ class Session {
     std::function<void(std::string_view reason)> on_closed;  // called once; may destroy via defer
   };
 
-  Session(EventLoop& loop, uint64_t number, Fd fd, Events events);
+  Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings heartbeat, Events events);
 
   uint64_t number() const { return number_; }
   const std::string& peer() const { return peer_; }
@@ -43,10 +44,12 @@ class Session {
   std::string peer_;
   Events events_;
   LineConnection connection_;
+  Heartbeat heartbeat_;
   Timer probe_deadline_;
   std::string probe_token_;
   std::vector<std::function<void(bool)>> probe_waiters_;
   uint64_t probes_sent_ = 0;
+  uint64_t pings_sent_ = 0;
 };
 
 }  // namespace tunnel::server

@@ -57,6 +57,19 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
   return option->check(checked_by(parse, ""))->type_name("HOST:PORT");
 }
 
+void add_heartbeat_options(CLI::App& app, HeartbeatSettings& settings) {
+  add_duration(app, "--heartbeat-interval", settings.interval,
+               "How often to PING the other end of the control connection");
+  add_duration(app, "--heartbeat-timeout", settings.timeout,
+               "Silence on the control connection after which it is declared dead");
+  app.callback([&settings] {
+    if (settings.interval <= Duration::zero())
+      throw CLI::ValidationError("--heartbeat-interval", "must be longer than 0");
+    if (settings.timeout <= settings.interval)
+      throw CLI::ValidationError("--heartbeat-timeout", "must be longer than --heartbeat-interval");
+  });
+}
+
 int parse(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);

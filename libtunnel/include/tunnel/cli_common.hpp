@@ -7,6 +7,7 @@
 
 #include "tunnel/address.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/heartbeat.hpp"
 
 namespace tunnel::cli {
 
@@ -18,6 +19,9 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& valu
                           const std::string& help);
 CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
                          bool allow_port_zero, const std::string& help);
+
+// --heartbeat-interval and --heartbeat-timeout, the same on both daemons.
+void add_heartbeat_options(CLI::App& app, HeartbeatSettings& settings);
 
 // Parses argv; on --help/--version prints and returns the exit code 0, on error prints one line
 // and returns 2. Returns -1 when the daemon should go on.
