@@ -4,6 +4,7 @@
 
 #include "tunnel/log.hpp"
 #include "tunnel/protocol.hpp"
+#include "tunnel/systemd_notify.hpp"
 
 namespace tunnel::client {
 
@@ -15,13 +16,33 @@ Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress&
       target_(target),
       pipe_trimmer_(loop, pipes_),
       control_(loop, server, config.dial_timeout, config.reconnect_max, config.heartbeat,
-               ControlConnection::Events{[this](const ConnId& id) { on_new(id); },
+               ControlConnection::Events{[this] { on_online(); },
+                                         [this](const ConnId& id) { on_new(id); },
                                          [this](const ConnId& id) { on_close(id); }}) {}
 
-void Client::stop() {
+void Client::drain(std::function<void()> drained) {
   control_.stop();
   links_.clear();
+  TLOG_INFO("event=draining active={}", relays_.size());
+  drained_ = std::move(drained);
+  check_drained();
+}
+
+void Client::abort_relays() {
   for (auto& [id, relay] : relays_) relay->abort("client stopping");
+}
+
+void Client::check_drained() {
+  if (!drained_ || !relays_.empty()) return;
+  auto drained = std::move(drained_);
+  drained_ = nullptr;
+  drained();
+}
+
+void Client::on_online() {
+  // Ready for systemd once the tunnel can serve, i.e. at the first successful registration.
+  if (!ready_sent_) systemd::notify("READY=1");
+  ready_sent_ = true;
 }
 
 void Client::on_new(const ConnId& id) {
@@ -48,6 +69,7 @@ void Client::on_link_ready(const ConnId& id, Fd data, Fd target) {
         TLOG_DEBUG("event=conn-closed conn={} bytes_to_target={} bytes_from_target={} reason=\"{}\"",
                    id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, outcome.reason);
         relays_.erase(id);
+        check_drained();
       });
   relays_.emplace(id, std::move(relay));
   TLOG_DEBUG("event=relaying conn={}", id.short_hex());

@@ -20,14 +20,19 @@ class Client {
          const SocketAddress& target);
 
   void start() { control_.start(); }
-  // Closes the control connection and every relay.
-  void stop();
+  // Closes the control connection and the connections still being set up; calls `drained` once
+  // the relays in flight have all finished.
+  void drain(std::function<void()> drained);
+  // Resets every relay still running.
+  void abort_relays();
 
  private:
+  void on_online();
   void on_new(const ConnId& id);
   void on_close(const ConnId& id);
   void on_link_ready(const ConnId& id, Fd data, Fd target);
   void on_link_failed(const ConnId& id, std::string_view reason, bool to_target);
+  void check_drained();
 
   EventLoop& loop_;
   ClientConfig config_;
@@ -39,6 +44,8 @@ class Client {
   std::unordered_map<ConnId, std::unique_ptr<DataLink>, ConnIdHash> links_;
   std::unordered_map<ConnId, std::unique_ptr<Relay>, ConnIdHash> relays_;
   log::RateLimit failure_log_;
+  std::function<void()> drained_;
+  bool ready_sent_ = false;
 };
 
 }  // namespace tunnel::client

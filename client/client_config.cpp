@@ -22,6 +22,7 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
   cli::add_duration(app, "--reconnect-max", config.reconnect_max,
                     "Longest wait between attempts to reach the server (backoff starts near 100ms)");
   cli::add_heartbeat_options(app, config.heartbeat);
+  cli::add_drain_option(app, config.drain_timeout);
   cli::add_common_options(app, config.log_level);
   return cli::parse(app, argc, argv);
 }

@@ -18,6 +18,7 @@ struct ClientConfig {
   Duration dial_timeout = 5s;
   Duration reconnect_max = 30s;
   HeartbeatSettings heartbeat;
+  Duration drain_timeout = 10s;
   std::string log_level = "info";
 };
 

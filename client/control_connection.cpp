@@ -71,7 +71,7 @@ void ControlConnection::on_line(std::string_view line) {
       move_to(ControlState::online);
       stable_.arm(kStableAfter);
       TLOG_INFO("event=online server={}", server_.to_string());
-      return;
+      return events_.on_online();
     }
     if (message.verb == protocol::Verb::err)
       return lost("control-refused", fmt::format("code={} text=\"{}\"", message.word, message.text));

@@ -21,6 +21,7 @@ enum class ControlState { backing_off, connecting, awaiting_answer, online, stop
 class ControlConnection {
  public:
   struct Events {
+    std::function<void()> on_online;
     std::function<void(const ConnId&)> on_new;
     std::function<void(const ConnId&)> on_close;
   };

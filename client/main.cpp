@@ -1,10 +1,10 @@
-// tunnel-client entry point: flags -> config -> one event loop until SIGTERM/SIGINT.
-#include <csignal>
+// tunnel-client entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain.
 #include <cstdio>
 
 #include "client.hpp"
 #include "tunnel/log.hpp"
-#include "tunnel/signals.hpp"
+#include "tunnel/shutdown.hpp"
+#include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
   using namespace tunnel;
@@ -32,11 +32,11 @@ int main(int argc, char** argv) {
   client::Client client(loop, config, server, target);
   TLOG_INFO("event=started version={} fd_limit={} target={}", TUNNEL_VERSION, fd_limit,
             target.to_string());
-  SignalWatcher signals(loop, [&](int signal) {
-    TLOG_INFO("event=stopping signal={}", signal == SIGTERM ? "TERM" : "INT");
-    client.stop();
-    loop.stop();
-  });
+  GracefulShutdown shutdown(
+      loop, config.drain_timeout,
+      {[&](std::function<void()> drained) { client.drain(std::move(drained)); },
+       [&] { client.abort_relays(); }});
+  systemd::Watchdog watchdog(loop);
   client.start();
   loop.run();
   return 0;

@@ -1,10 +1,10 @@
-// tunnel-server entry point: flags -> config -> one event loop until SIGTERM/SIGINT.
-#include <csignal>
+// tunnel-server entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain.
 #include <cstdio>
 
 #include "server.hpp"
 #include "tunnel/log.hpp"
-#include "tunnel/signals.hpp"
+#include "tunnel/shutdown.hpp"
+#include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
   using namespace tunnel;
@@ -21,13 +21,15 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "tunnel-server: {}\n", e.what());
     return 1;
   }
+  GracefulShutdown shutdown(
+      loop, config.drain_timeout,
+      {[&](std::function<void()> drained) { server->drain(std::move(drained)); },
+       [&] { server->abort_relays(); }});
+  systemd::Watchdog watchdog(loop);
   TLOG_INFO("event=started version={} fd_limit={} poller={}", TUNNEL_VERSION, fd_limit,
             loop.poller().name());
-  SignalWatcher signals(loop, [&](int signal) {
-    TLOG_INFO("event=stopping signal={}", signal == SIGTERM ? "TERM" : "INT");
-    server->stop();
-    loop.stop();
-  });
+  // Both listeners are bound: from here on, connections are accepted.
+  systemd::notify("READY=1");
   loop.run();
   return 0;
 }

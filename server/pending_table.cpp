@@ -104,6 +104,8 @@ std::optional<Fd> PendingTable::claim(const ConnId& id) {
   return external;
 }
 
+void PendingTable::close_all() { entries_.clear(); }
+
 void PendingTable::fail(const ConnId& id, std::string_view reason) {
   end(id, PendingFailure::target_unreachable, reason);
 }

@@ -46,6 +46,9 @@ class PendingTable {
   // FAIL <id> <reason> arrived from the client.
   void fail(const ConnId& id, std::string_view reason);
 
+  // Closes every waiting connection (shutting down).
+  void close_all();
+
   size_t size() const { return entries_.size(); }
 
  private:

@@ -61,11 +61,30 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
 
 Server::~Server() = default;
 
-void Server::stop() {
+void Server::drain(std::function<void()> drained) {
   listen_a_->close();
   listen_b_->close();
+  pending_.close_all();
+  handshakes_.clear();
+  newcomers_.clear();
+  if (session_) {
+    session_->close();
+    loop_.defer([old = std::shared_ptr<Session>(std::move(session_))] {});
+  }
+  TLOG_INFO("event=draining active={}", relays_.size());
+  drained_ = std::move(drained);
+  check_drained();
+}
+
+void Server::abort_relays() {
   for (auto& [id, active] : relays_) active.relay->abort("server stopping");
-  if (session_) session_->close();
+}
+
+void Server::check_drained() {
+  if (!drained_ || !relays_.empty()) return;
+  auto drained = std::move(drained_);
+  drained_ = nullptr;
+  drained();
 }
 
 void Server::send_line(std::string_view line) {
@@ -188,6 +207,7 @@ void Server::start_relay(const ConnId& id, Fd external, Fd data) {
                    id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, lasted.count(),
                    outcome.reason);
         relays_.erase(it);
+        check_drained();
       });
   relays_.emplace(id, ActiveRelay{std::move(relay), loop_.now()});
 }

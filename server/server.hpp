@@ -24,8 +24,11 @@ class Server final : public ClientLink {
   Server(EventLoop& loop, const ServerConfig& config);
   ~Server() override;
 
-  // Stops accepting and closes every connection (drain comes with a later version).
-  void stop();
+  // Stops accepting: closes the listeners, the client's session and every connection not yet
+  // relaying; calls `drained` once the relays in flight have all finished.
+  void drain(std::function<void()> drained);
+  // Resets every relay still running.
+  void abort_relays();
 
   // ClientLink
   bool online() const override { return session_ && session_->open(); }
@@ -42,6 +45,7 @@ class Server final : public ClientLink {
   void on_client_fail(const ConnId& id, std::string_view reason);
   void start_relay(const ConnId& id, Fd external, Fd data);
   void refuse_b(std::string_view reason, std::string_view peer);
+  void check_drained();
 
   EventLoop& loop_;
   ServerConfig config_;
@@ -67,6 +71,7 @@ class Server final : public ClientLink {
   std::unordered_map<ConnId, ActiveRelay, ConnIdHash> relays_;
 
   log::RateLimit b_refusal_log_;
+  std::function<void()> drained_;
 };
 
 }  // namespace tunnel::server

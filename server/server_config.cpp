@@ -28,6 +28,7 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->type_name("N");
   cli::add_heartbeat_options(app, config.heartbeat);
+  cli::add_drain_option(app, config.drain_timeout);
   cli::add_common_options(app, config.log_level);
   return cli::parse(app, argc, argv);
 }

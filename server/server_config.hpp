@@ -20,6 +20,7 @@ struct ServerConfig {
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
   HeartbeatSettings heartbeat;
+  Duration drain_timeout = 10s;
   std::string log_level = "info";
 };
 

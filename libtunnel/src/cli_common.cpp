@@ -70,6 +70,11 @@ void add_heartbeat_options(CLI::App& app, HeartbeatSettings& settings) {
   });
 }
 
+void add_drain_option(CLI::App& app, Duration& drain_timeout) {
+  add_duration(app, "--drain-timeout", drain_timeout,
+               "On SIGTERM/SIGINT, how long connections in flight may take to finish");
+}
+
 int parse(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);

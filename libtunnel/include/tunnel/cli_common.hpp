@@ -23,6 +23,9 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
 // --heartbeat-interval and --heartbeat-timeout, the same on both daemons.
 void add_heartbeat_options(CLI::App& app, HeartbeatSettings& settings);
 
+// --drain-timeout, the same on both daemons.
+void add_drain_option(CLI::App& app, Duration& drain_timeout);
+
 // Parses argv; on --help/--version prints and returns the exit code 0, on error prints one line
 // and returns 2. Returns -1 when the daemon should go on.
 int parse(CLI::App& app, int argc, char** argv);
