@@ -8,17 +8,6 @@
 
 namespace tunnel::server {
 
-std::string_view to_string(PendingFailure failure) {
-  switch (failure) {
-    case PendingFailure::no_client: return "no-client";
-    case PendingFailure::pair_timeout: return "pair-timeout";
-    case PendingFailure::target_unreachable: return "target-unreachable";
-    case PendingFailure::max_pending: return "max-pending";
-    case PendingFailure::closed_early: return "closed-early";
-  }
-  return "unknown";
-}
-
 struct PendingTable::Entry {
   ConnId id;
   PendingState state = PendingState::waiting_for_client;
@@ -53,23 +42,23 @@ void PendingTable::admit(Fd external) {
     set_linger_reset(external.get());
     external.reset();
     uint64_t suppressed = 0;
-    auto& limit = failure_log_[static_cast<int>(PendingFailure::max_pending)];
+    auto& limit = failure_log_[static_cast<int>(FailureReason::max_pending)];
     if (limit.allow(suppressed))
       TLOG_WARN("event=conn-failed reason=max-pending pending={} suppressed={}", entries_.size(),
                 suppressed);
-    on_failure_(PendingFailure::max_pending);
+    on_failure_(FailureReason::max_pending);
     return;
   }
   ConnId id = ConnId::random();
   auto entry = std::make_unique<Entry>(
       loop_, id, std::move(external),
-      [this, id] { end(id, PendingFailure::closed_early, "external side reset"); },
+      [this, id] { end(id, FailureReason::closed_early, "external side reset"); },
       [this, id] {
         auto it = entries_.find(id);
         if (it == entries_.end()) return;
         end(id,
-            it->second->state == PendingState::announced ? PendingFailure::pair_timeout
-                                                         : PendingFailure::no_client,
+            it->second->state == PendingState::announced ? FailureReason::pair_timeout
+                                                         : FailureReason::no_client,
             "");
       });
   entry->deadline.arm(pair_timeout_);
@@ -107,19 +96,19 @@ std::optional<Fd> PendingTable::claim(const ConnId& id) {
 void PendingTable::close_all() { entries_.clear(); }
 
 void PendingTable::fail(const ConnId& id, std::string_view reason) {
-  end(id, PendingFailure::target_unreachable, reason);
+  end(id, FailureReason::target_unreachable, reason);
 }
 
-void PendingTable::end(const ConnId& id, PendingFailure failure, std::string_view detail) {
+void PendingTable::end(const ConnId& id, FailureReason failure, std::string_view detail) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   auto entry = std::move(it->second);
   entries_.erase(it);
   // The client may be dialing for it: tell it to stop, unless the client itself gave up.
-  if (entry->state == PendingState::announced && failure != PendingFailure::target_unreachable)
+  if (entry->state == PendingState::announced && failure != FailureReason::target_unreachable)
     client_.send_line(protocol::close_conn(id));
   auto waited = std::chrono::duration_cast<Duration>(loop_.now() - entry->admitted);
-  if (failure == PendingFailure::closed_early) {
+  if (failure == FailureReason::closed_early) {
     TLOG_DEBUG("event=conn-failed conn={} reason={} waited_ms={}", id.short_hex(),
                to_string(failure), waited.count());
   } else {
@@ -132,7 +121,7 @@ void PendingTable::end(const ConnId& id, PendingFailure failure, std::string_vie
   on_failure_(failure);
   // The external socket closes with `entry`. A connection refused by the target is reset, so the
   // external client sees a refusal rather than an empty answer.
-  if (failure == PendingFailure::target_unreachable) set_linger_reset(entry->external.fd());
+  if (failure == FailureReason::target_unreachable) set_linger_reset(entry->external.fd());
   entry->deadline.cancel();
 }
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "client_link.hpp"
+#include "failure_reason.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
@@ -22,14 +23,11 @@ enum class PendingState {
   announced,           // NEW <id> sent; waiting for DATA <id>
 };
 
-// Why an A connection ended before it was paired; the words appear in logs as reason=...
-enum class PendingFailure { no_client, pair_timeout, target_unreachable, max_pending, closed_early };
-std::string_view to_string(PendingFailure failure);
 
 class PendingTable {
  public:
   // Told of every connection that ends unpaired (for counting).
-  using OnFailure = std::function<void(PendingFailure)>;
+  using OnFailure = std::function<void(FailureReason)>;
 
   PendingTable(EventLoop& loop, ClientLink& client, Duration pair_timeout, size_t max_pending,
                OnFailure on_failure);
@@ -53,7 +51,7 @@ class PendingTable {
 
  private:
   struct Entry;
-  void end(const ConnId& id, PendingFailure failure, std::string_view detail);
+  void end(const ConnId& id, FailureReason failure, std::string_view detail);
   void announce(Entry& entry);
 
   EventLoop& loop_;
@@ -62,7 +60,7 @@ class PendingTable {
   size_t max_pending_;
   OnFailure on_failure_;
   std::unordered_map<ConnId, std::unique_ptr<Entry>, ConnIdHash> entries_;
-  log::RateLimit failure_log_[5];
+  log::RateLimit failure_log_[kFailureReasons];
 };
 
 }  // namespace tunnel::server

@@ -6,6 +6,8 @@
 
 #include <stdexcept>
 
+#include <ctime>
+
 #include "tunnel/protocol.hpp"
 #include "tunnel/socket.hpp"
 
@@ -16,6 +18,12 @@ namespace {
 constexpr size_t kMaxHandshakes = 4096;
 // Control connections that may wait for one probe together.
 constexpr size_t kMaxNewcomers = 8;
+constexpr auto kSummaryInterval = std::chrono::minutes(1);
+// Data connections outlive a silent network failure unless TCP itself probes them: after 30 s of
+// silence, 3 probes 10 s apart, so an orphan ends within about a minute.
+constexpr auto kKeepaliveIdle = std::chrono::seconds(30);
+constexpr auto kKeepaliveInterval = std::chrono::seconds(10);
+constexpr int kKeepaliveCount = 3;
 
 std::unique_ptr<Listener> bind_listener(EventLoop& loop, const char* option, const HostPort& where,
                                         Listener::OnAccept on_accept) {
@@ -44,9 +52,14 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
     : loop_(loop),
       config_(config),
       pipe_trimmer_(loop, pipes_),
-      pending_(loop, *this, config.pair_timeout, config.max_pending, [](PendingFailure) {}) {
-  listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a,
-                            [this](Fd fd) { pending_.admit(std::move(fd)); });
+      pending_(loop, *this, config.pair_timeout, config.max_pending,
+               [this](FailureReason reason) { count_failure(reason); }),
+      start_time_(static_cast<double>(std::time(nullptr))),
+      summary_timer_(loop, [this] { summarize(); }) {
+  listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a, [this](Fd fd) {
+    ++counters_.accepted;
+    pending_.admit(std::move(fd));
+  });
   listen_b_ = bind_listener(loop_, "--listen-b", config_.listen_b,
                             [this](Fd fd) { on_b_connection(std::move(fd)); });
   if (!is_loopback(listen_b_->address()))
@@ -55,9 +68,38 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
         "version: anyone who reaches it can act as the client; keep it on a private network or "
         "firewall it\"",
         listen_b_->address().to_string());
+  if (config_.metrics_enabled) {
+    try {
+      metrics_ = std::make_unique<MetricsEndpoint>(loop_, config_.metrics_listen,
+                                                   [this] { return render_metrics(counters_, gauges()); });
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("--metrics-listen: {}", e.what()));
+    }
+    TLOG_INFO("event=listening side=metrics addr={}", metrics_->address().to_string());
+  }
+  summary_timer_.arm(kSummaryInterval);
   TLOG_INFO("event=ready pair_timeout={} max_pending={}", format_duration(config_.pair_timeout),
             config_.max_pending);
 }
+
+ServerGauges Server::gauges() const {
+  ServerGauges g{online(), relays_.size(), pending_.size(), 0, 0, start_time_};
+  for (const auto& [id, active] : relays_) {
+    g.live_bytes_to_client += active.relay->bytes_a_to_b();
+    g.live_bytes_to_external += active.relay->bytes_b_to_a();
+  }
+  return g;
+}
+
+void Server::summarize() {
+  auto now = gauges();
+  auto current = snapshot(counters_, now);
+  log_summary(current, summary_base_, now);
+  summary_base_ = current;
+  summary_timer_.arm(kSummaryInterval);
+}
+
+void Server::count_failure(FailureReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; }
 
 Server::~Server() = default;
 
@@ -93,7 +135,7 @@ void Server::send_line(std::string_view line) {
 
 void Server::on_b_connection(Fd fd) {
   if (handshakes_.size() >= kMaxHandshakes) {
-    refuse_b("too-many-handshakes", "?");
+    refuse_b(FailureReason::bad_handshake, "too-many-handshakes", "?");
     return;
   }
   uint64_t key = ++handshakes_started_;
@@ -105,7 +147,10 @@ void Server::on_b_connection(Fd fd) {
                },
                [this, key](std::string_view reason, std::string_view peer) {
                  // A connection that closes before speaking is not worth a warning.
-                 if (reason != "closed") refuse_b(reason, peer);
+                 if (reason == "handshake-timeout")
+                   refuse_b(FailureReason::handshake_timeout, reason, peer);
+                 else if (reason != "closed")
+                   refuse_b(FailureReason::bad_handshake, reason, peer);
                  handshakes_.erase(key);
                }));
 }
@@ -123,21 +168,17 @@ void Server::on_first_line(uint64_t handshake, Fd fd, std::string_view line) {
   } else {
     const auto& bad = std::get<protocol::Malformed>(hello);
     // A garbled data line is closed silently like any refused id; a wrong control line is told why.
-    if (line.find(" DATA") == std::string_view::npos)
-      send_nosignal(fd.get(), protocol::err(bad.code, bad.reason).data(),
-                    protocol::err(bad.code, bad.reason).size());
-    refuse_b(bad.code, peer);
+    if (line.find(" DATA") == std::string_view::npos) {
+      auto answer = protocol::err(bad.code, bad.reason);
+      send_nosignal(fd.get(), answer.data(), answer.size());
+    }
+    refuse_b(FailureReason::bad_handshake, bad.code, peer);
   }
 }
 
 void Server::on_control_hello(Fd fd, const std::string& peer) {
   if (!online()) return open_session(std::move(fd));
-  if (newcomers_.size() >= kMaxNewcomers) {
-    auto answer = protocol::err(protocol::kErrBusy, "a client is already connected");
-    send_nosignal(fd.get(), answer.data(), answer.size());
-    TLOG_INFO("event=control-refused reason=busy peer={}", peer);
-    return;
-  }
+  if (newcomers_.size() >= kMaxNewcomers) return refuse_busy(fd);
   // A client restarted after a silent failure must not be locked out by its own stale session:
   // ask the current one whether it is alive, and let the answer decide.
   TLOG_INFO("event=probing session={} newcomer={}", session_->number(), peer);
@@ -160,16 +201,18 @@ void Server::resolve_newcomers(bool incumbent_alive) {
     open_session(std::move(newcomers[0]));
     first_refused = 1;
   }
-  for (size_t i = first_refused; i < newcomers.size(); ++i) {
-    auto answer = protocol::err(protocol::kErrBusy, "a client is already connected");
-    send_nosignal(newcomers[i].get(), answer.data(), answer.size());
-    TLOG_INFO("event=control-refused reason=busy peer={}",
-              peer_address(newcomers[i].get()).to_string());
-  }
+  for (size_t i = first_refused; i < newcomers.size(); ++i) refuse_busy(newcomers[i]);
+}
+
+void Server::refuse_busy(const Fd& fd) {
+  auto answer = protocol::err(protocol::kErrBusy, "a client is already connected");
+  send_nosignal(fd.get(), answer.data(), answer.size());
+  ++counters_.control_refused;
+  TLOG_INFO("event=control-refused reason=busy peer={}", peer_address(fd.get()).to_string());
 }
 
 void Server::open_session(Fd fd) {
-  uint64_t number = ++sessions_opened_;
+  uint64_t number = ++counters_.sessions;
   session_ = std::make_unique<Session>(
       loop_, number, std::move(fd), config_.heartbeat,
       Session::Events{
@@ -192,7 +235,9 @@ void Server::on_session_closed(uint64_t number, std::string_view reason) {
 
 void Server::on_data_hello(Fd fd, const ConnId& id, const std::string& peer) {
   auto external = pending_.claim(id);
-  if (!external) return refuse_b("unknown-id", peer);
+  if (!external) return refuse_b(FailureReason::unknown_id, "unknown-id", peer);
+  ++counters_.paired;
+  set_keepalive(fd.get(), kKeepaliveIdle, kKeepaliveInterval, kKeepaliveCount);
   start_relay(id, std::move(*external), std::move(fd));
 }
 
@@ -206,6 +251,8 @@ void Server::start_relay(const ConnId& id, Fd external, Fd data) {
                    "reason=\"{}\"",
                    id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, lasted.count(),
                    outcome.reason);
+        counters_.bytes_to_client += outcome.bytes_a_to_b;
+        counters_.bytes_to_external += outcome.bytes_b_to_a;
         relays_.erase(it);
         check_drained();
       });
@@ -216,7 +263,8 @@ void Server::on_client_fail(const ConnId& id, std::string_view reason) {
   pending_.fail(id, reason);
 }
 
-void Server::refuse_b(std::string_view reason, std::string_view peer) {
+void Server::refuse_b(FailureReason counted_as, std::string_view reason, std::string_view peer) {
+  count_failure(counted_as);
   uint64_t suppressed = 0;
   if (b_refusal_log_.allow(suppressed))
     TLOG_INFO("event=b-refused reason={} peer={} suppressed={}", reason, peer, suppressed);

@@ -11,8 +11,10 @@
 #include "client_link.hpp"
 #include "pending_table.hpp"
 #include "server_config.hpp"
+#include "server_metrics.hpp"
 #include "session.hpp"
 #include "tunnel/listener.hpp"
+#include "tunnel/metrics_endpoint.hpp"
 #include "tunnel/pipe_pool.hpp"
 #include "tunnel/relay.hpp"
 
@@ -44,7 +46,12 @@ class Server final : public ClientLink {
   void resolve_newcomers(bool incumbent_alive);
   void on_client_fail(const ConnId& id, std::string_view reason);
   void start_relay(const ConnId& id, Fd external, Fd data);
-  void refuse_b(std::string_view reason, std::string_view peer);
+  // Counts a refused B connection and logs it (rate-limited); `reason` is the detailed word.
+  void refuse_b(FailureReason counted_as, std::string_view reason, std::string_view peer);
+  void refuse_busy(const Fd& fd);
+  void count_failure(FailureReason reason);
+  ServerGauges gauges() const;
+  void summarize();
   void check_drained();
 
   EventLoop& loop_;
@@ -55,7 +62,6 @@ class Server final : public ClientLink {
   std::unique_ptr<Listener> listen_b_;
 
   std::unique_ptr<Session> session_;
-  uint64_t sessions_opened_ = 0;
   // Control connections that arrived while a session exists, waiting for its liveness probe.
   std::vector<Fd> newcomers_;
 
@@ -72,6 +78,12 @@ class Server final : public ClientLink {
 
   log::RateLimit b_refusal_log_;
   std::function<void()> drained_;
+
+  ServerCounters counters_;
+  double start_time_;
+  ServerSnapshot summary_base_;
+  Timer summary_timer_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
 };
 
 }  // namespace tunnel::server

@@ -29,8 +29,13 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
       ->type_name("N");
   cli::add_heartbeat_options(app, config.heartbeat);
   cli::add_drain_option(app, config.drain_timeout);
+  auto* metrics = cli::add_address(app, "--metrics-listen", config.metrics_listen, true,
+                                   "Serve Prometheus metrics at http://HOST:PORT/metrics (off "
+                                   "unless set)");
   cli::add_common_options(app, config.log_level);
-  return cli::parse(app, argc, argv);
+  int code = cli::parse(app, argc, argv);
+  config.metrics_enabled = metrics->count() > 0;
+  return code;
 }
 
 }  // namespace tunnel::server

@@ -21,6 +21,8 @@ struct ServerConfig {
   size_t max_pending = 1024;
   HeartbeatSettings heartbeat;
   Duration drain_timeout = 10s;
+  HostPort metrics_listen;
+  bool metrics_enabled = false;
   std::string log_level = "info";
 };
 

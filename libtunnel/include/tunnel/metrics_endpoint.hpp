@@ -1,0 +1,34 @@
+// The opt-in /metrics endpoint: a minimal HTTP/1.x responder on the daemon's own event loop.
+// Requests are bounded in size and time; anything but `GET /metrics` gets 404, 405 or 400.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "tunnel/listener.hpp"
+#include "tunnel/timer.hpp"
+
+namespace tunnel {
+
+class MetricsEndpoint {
+ public:
+  // `render` produces the exposition text at each scrape. Throws std::runtime_error (naming the
+  // address) when it cannot listen.
+  MetricsEndpoint(EventLoop& loop, const HostPort& where, std::function<std::string()> render);
+  ~MetricsEndpoint();
+  const SocketAddress& address() const { return listener_.address(); }
+
+ private:
+  class Exchange;
+  void finished(uint64_t key);
+
+  EventLoop& loop_;
+  std::function<std::string()> render_;
+  Listener listener_;
+  std::unordered_map<uint64_t, std::unique_ptr<Exchange>> exchanges_;
+  uint64_t next_key_ = 0;
+};
+
+}  // namespace tunnel

@@ -1,0 +1,71 @@
+// Server metrics in Prometheus text format.
+#include "server_metrics.hpp"
+
+#include <numeric>
+
+#include "tunnel/log.hpp"
+#include "tunnel/metrics_text.hpp"
+
+namespace tunnel::server {
+
+uint64_t ServerCounters::failed_total() const {
+  return std::accumulate(failed.begin(), failed.end(), uint64_t{0});
+}
+
+std::string render_metrics(const ServerCounters& c, const ServerGauges& g) {
+  MetricsText m;
+  m.family("tunnel_client_online", "gauge", "1 while a tunnel-client holds the control session.");
+  m.sample("tunnel_client_online", uint64_t{g.client_online});
+  m.family("tunnel_control_sessions_total", "counter",
+           "Control connections that became the client's session (first and reconnects).");
+  m.sample("tunnel_control_sessions_total", c.sessions);
+  m.family("tunnel_control_refused_total", "counter",
+           "Control connections refused with ERR busy because a live session exists.");
+  m.sample("tunnel_control_refused_total", c.control_refused);
+  m.family("tunnel_connections_active", "gauge", "Connections being relayed now.");
+  m.sample("tunnel_connections_active", uint64_t{g.active});
+  m.family("tunnel_connections_pending", "gauge", "A connections waiting to be paired.");
+  m.sample("tunnel_connections_pending", uint64_t{g.pending});
+  m.family("tunnel_connections_accepted_total", "counter", "Connections accepted on port A.");
+  m.sample("tunnel_connections_accepted_total", c.accepted);
+  m.family("tunnel_connections_paired_total", "counter",
+           "A connections paired with a data connection from the client.");
+  m.sample("tunnel_connections_paired_total", c.paired);
+  m.family("tunnel_connections_failed_total", "counter",
+           "Connections that ended without a relay, by reason (A unpaired, B refused).");
+  for (size_t i = 0; i < kFailureReasons; ++i)
+    m.sample("tunnel_connections_failed_total", c.failed[i],
+             {{"reason", to_string(static_cast<FailureReason>(i))}});
+  m.family("tunnel_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
+  m.sample("tunnel_relayed_bytes_total", c.bytes_to_client + g.live_bytes_to_client,
+           {{"direction", "to_client"}});
+  m.sample("tunnel_relayed_bytes_total", c.bytes_to_external + g.live_bytes_to_external,
+           {{"direction", "to_external"}});
+  m.family("process_start_time_seconds", "gauge", "Start time of the process, in Unix seconds.");
+  m.sample("process_start_time_seconds", g.start_time_seconds);
+  return m.text();
+}
+
+ServerSnapshot snapshot(const ServerCounters& counters, const ServerGauges& gauges) {
+  return {counters, counters.bytes_to_client + gauges.live_bytes_to_client,
+          counters.bytes_to_external + gauges.live_bytes_to_external};
+}
+
+void log_summary(const ServerSnapshot& now_snapshot, const ServerSnapshot& previous_snapshot,
+                 const ServerGauges& gauges) {
+  const auto& now = now_snapshot.counters;
+  const auto& previous = previous_snapshot.counters;
+  if (now.accepted == previous.accepted && now.failed_total() == previous.failed_total() &&
+      gauges.active == 0)
+    return;
+  TLOG_INFO(
+      "event=summary period=1m accepted={} paired={} failed={} active={} pending={} "
+      "client_online={} bytes_to_client={} bytes_to_external={}",
+      now.accepted - previous.accepted, now.paired - previous.paired,
+      now.failed_total() - previous.failed_total(), gauges.active, gauges.pending,
+      gauges.client_online ? 1 : 0,
+      now_snapshot.bytes_to_client - previous_snapshot.bytes_to_client,
+      now_snapshot.bytes_to_external - previous_snapshot.bytes_to_external);
+}
+
+}  // namespace tunnel::server

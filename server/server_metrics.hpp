@@ -1,0 +1,47 @@
+// What the server counts, how it is exposed at /metrics, and the once-a-minute summary line.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "failure_reason.hpp"
+
+namespace tunnel::server {
+
+struct ServerCounters {
+  uint64_t accepted = 0;  // A connections accepted
+  uint64_t paired = 0;    // A connections given a data connection
+  std::array<uint64_t, kFailureReasons> failed{};
+  uint64_t sessions = 0;             // control connections that became the client's session
+  uint64_t control_refused = 0;      // control connections answered ERR busy
+  uint64_t bytes_to_client = 0;      // A -> B, of relays that have finished
+  uint64_t bytes_to_external = 0;    // B -> A, of relays that have finished
+  uint64_t failed_total() const;
+};
+
+// Values read at scrape time.
+struct ServerGauges {
+  bool client_online = false;
+  size_t active = 0;
+  size_t pending = 0;
+  uint64_t live_bytes_to_client = 0;  // of relays still running
+  uint64_t live_bytes_to_external = 0;
+  double start_time_seconds = 0;
+};
+
+std::string render_metrics(const ServerCounters& counters, const ServerGauges& gauges);
+
+// The counters as of one summary line, with bytes of running relays included.
+struct ServerSnapshot {
+  ServerCounters counters;
+  uint64_t bytes_to_client = 0;
+  uint64_t bytes_to_external = 0;
+};
+ServerSnapshot snapshot(const ServerCounters& counters, const ServerGauges& gauges);
+
+// Logs one event=summary line with what changed since `previous`, if there was any traffic.
+void log_summary(const ServerSnapshot& now, const ServerSnapshot& previous,
+                 const ServerGauges& gauges);
+
+}  // namespace tunnel::server
