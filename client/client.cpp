@@ -2,11 +2,23 @@
 // becomes FAIL <id> <reason>.
 #include "client.hpp"
 
+#include <ctime>
+
 #include "tunnel/log.hpp"
 #include "tunnel/protocol.hpp"
+#include "tunnel/socket.hpp"
 #include "tunnel/systemd_notify.hpp"
 
 namespace tunnel::client {
+namespace {
+
+constexpr auto kSummaryInterval = std::chrono::minutes(1);
+// See the server: TCP keepalive ends data connections orphaned by a silent network failure.
+constexpr auto kKeepaliveIdle = std::chrono::seconds(30);
+constexpr auto kKeepaliveInterval = std::chrono::seconds(10);
+constexpr int kKeepaliveCount = 3;
+
+}  // namespace
 
 Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress& server,
                const SocketAddress& target)
@@ -18,7 +30,32 @@ Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress&
       control_(loop, server, config.dial_timeout, config.reconnect_max, config.heartbeat,
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) { on_new(id); },
-                                         [this](const ConnId& id) { on_close(id); }}) {}
+                                         [this](const ConnId& id) { on_close(id); }}),
+      start_time_(static_cast<double>(std::time(nullptr))),
+      summary_timer_(loop, [this] {
+        summary_.log(counters_, gauges());
+        summary_timer_.arm(kSummaryInterval);
+      }) {
+  if (config_.metrics_enabled) {
+    try {
+      metrics_ = std::make_unique<MetricsEndpoint>(
+          loop_, config_.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("--metrics-listen: {}", e.what()));
+    }
+    TLOG_INFO("event=listening side=metrics addr={}", metrics_->address().to_string());
+  }
+  summary_timer_.arm(kSummaryInterval);
+}
+
+ClientGauges Client::gauges() const {
+  ClientGauges g{control_.online(), control_.reconnects(), relays_.size(), 0, 0, start_time_};
+  for (const auto& [id, relay] : relays_) {
+    g.live_bytes_to_target += relay->bytes_a_to_b();
+    g.live_bytes_from_target += relay->bytes_b_to_a();
+  }
+  return g;
+}
 
 void Client::drain(std::function<void()> drained) {
   control_.stop();
@@ -47,6 +84,7 @@ void Client::on_online() {
 
 void Client::on_new(const ConnId& id) {
   if (links_.contains(id) || relays_.contains(id)) return;  // ids are never reused; ignore a repeat
+  ++counters_.requested;
   links_.emplace(id, std::make_unique<DataLink>(
                          loop_, id, server_, target_, config_.dial_timeout,
                          [this, id](Fd data, Fd target) {
@@ -64,10 +102,14 @@ void Client::on_close(const ConnId& id) {
 
 void Client::on_link_ready(const ConnId& id, Fd data, Fd target) {
   links_.erase(id);
+  ++counters_.relayed;
+  set_keepalive(data.get(), kKeepaliveIdle, kKeepaliveInterval, kKeepaliveCount);
   auto relay = std::make_unique<Relay>(
       loop_, pipes_, std::move(data), std::move(target), [this, id](const RelayOutcome& outcome) {
         TLOG_DEBUG("event=conn-closed conn={} bytes_to_target={} bytes_from_target={} reason=\"{}\"",
                    id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, outcome.reason);
+        counters_.bytes_to_target += outcome.bytes_a_to_b;
+        counters_.bytes_from_target += outcome.bytes_b_to_a;
         relays_.erase(id);
         check_drained();
       });
@@ -78,6 +120,7 @@ void Client::on_link_ready(const ConnId& id, Fd data, Fd target) {
 void Client::on_link_failed(const ConnId& id, std::string_view reason, bool to_target) {
   // Tell the server first, so the external connection is closed at once with the right reason.
   control_.send_line(protocol::fail(id, reason));
+  counters_.count_failure(reason);
   uint64_t suppressed = 0;
   if (failure_log_.allow(suppressed))
     TLOG_WARN("event={} conn={} reason={} suppressed={}",

@@ -6,9 +6,11 @@
 #include <unordered_map>
 
 #include "client_config.hpp"
+#include "client_metrics.hpp"
 #include "control_connection.hpp"
 #include "data_link.hpp"
 #include "tunnel/log.hpp"
+#include "tunnel/metrics_endpoint.hpp"
 #include "tunnel/pipe_pool.hpp"
 #include "tunnel/relay.hpp"
 
@@ -33,6 +35,7 @@ class Client {
   void on_link_ready(const ConnId& id, Fd data, Fd target);
   void on_link_failed(const ConnId& id, std::string_view reason, bool to_target);
   void check_drained();
+  ClientGauges gauges() const;
 
   EventLoop& loop_;
   ClientConfig config_;
@@ -46,6 +49,12 @@ class Client {
   log::RateLimit failure_log_;
   std::function<void()> drained_;
   bool ready_sent_ = false;
+
+  ClientCounters counters_;
+  double start_time_;
+  ClientSummary summary_;
+  Timer summary_timer_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
 };
 
 }  // namespace tunnel::client

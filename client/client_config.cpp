@@ -23,8 +23,13 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
                     "Longest wait between attempts to reach the server (backoff starts near 100ms)");
   cli::add_heartbeat_options(app, config.heartbeat);
   cli::add_drain_option(app, config.drain_timeout);
+  auto* metrics = cli::add_address(app, "--metrics-listen", config.metrics_listen, true,
+                                   "Serve Prometheus metrics at http://HOST:PORT/metrics (off "
+                                   "unless set)");
   cli::add_common_options(app, config.log_level);
-  return cli::parse(app, argc, argv);
+  int code = cli::parse(app, argc, argv);
+  config.metrics_enabled = metrics->count() > 0;
+  return code;
 }
 
 }  // namespace tunnel::client

@@ -19,6 +19,8 @@ struct ClientConfig {
   Duration reconnect_max = 30s;
   HeartbeatSettings heartbeat;
   Duration drain_timeout = 10s;
+  HostPort metrics_listen;
+  bool metrics_enabled = false;
   std::string log_level = "info";
 };
 

@@ -26,7 +26,11 @@ ControlConnection::ControlConnection(EventLoop& loop, const SocketAddress& serve
             if (connection_) connection_->send(protocol::ping(fmt::format("hb-{}", ++pings_sent_)));
           },
           [this] { lost("control-lost", "reason=heartbeat-timeout"); }),
-      retry_(loop, [this] { connect(); }),
+      retry_(loop,
+             [this] {
+               ++reconnects_;
+               connect();
+             }),
       stable_(loop, [this] { backoff_.reset(); }) {}
 
 void ControlConnection::start() {

@@ -34,6 +34,9 @@ class ControlConnection {
   void stop();
   void send_line(std::string_view line);
   ControlState state() const { return state_; }
+  bool online() const { return state_ == ControlState::online; }
+  // Attempts made after a failure or a lost connection.
+  uint64_t reconnects() const { return reconnects_; }
 
  private:
   void connect();
@@ -53,6 +56,7 @@ class ControlConnection {
   Backoff backoff_;
   Heartbeat heartbeat_;
   uint64_t pings_sent_ = 0;
+  uint64_t reconnects_ = 0;
   Timer retry_;
   // The backoff starts over only after the link has been healthy this long, so a server that
   // accepts and drops at once still sees a client backing off.

@@ -29,15 +29,21 @@ int main(int argc, char** argv) {
   }
 
   EventLoop loop;
-  client::Client client(loop, config, server, target);
+  std::unique_ptr<client::Client> client;
+  try {
+    client = std::make_unique<client::Client>(loop, config, server, target);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tunnel-client: {}\n", e.what());
+    return 1;
+  }
   TLOG_INFO("event=started version={} fd_limit={} target={}", TUNNEL_VERSION, fd_limit,
             target.to_string());
   GracefulShutdown shutdown(
       loop, config.drain_timeout,
-      {[&](std::function<void()> drained) { client.drain(std::move(drained)); },
-       [&] { client.abort_relays(); }});
+      {[&](std::function<void()> drained) { client->drain(std::move(drained)); },
+       [&] { client->abort_relays(); }});
   systemd::Watchdog watchdog(loop);
-  client.start();
+  client->start();
   loop.run();
   return 0;
 }

@@ -1,0 +1,47 @@
+// What the client counts, how it is exposed at /metrics, and the once-a-minute summary line.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace tunnel::client {
+
+// FAIL reasons the client reports; every one is exposed, at 0 until it happens.
+inline constexpr std::array<std::string_view, 7> kFailReasons = {
+    "connection-refused", "timeout", "unreachable", "reset", "out-of-descriptors",
+    "connect-failed",     "data-connect-failed"};
+
+struct ClientCounters {
+  uint64_t requested = 0;  // NEW <id> received
+  uint64_t relayed = 0;    // connections that reached the relay
+  std::array<uint64_t, kFailReasons.size()> failed{};
+  uint64_t bytes_to_target = 0;  // of relays that have finished
+  uint64_t bytes_from_target = 0;
+  void count_failure(std::string_view reason);
+};
+
+struct ClientGauges {
+  bool online = false;
+  uint64_t reconnects = 0;
+  size_t active = 0;
+  uint64_t live_bytes_to_target = 0;  // of relays still running
+  uint64_t live_bytes_from_target = 0;
+  double start_time_seconds = 0;
+};
+
+std::string render_metrics(const ClientCounters& counters, const ClientGauges& gauges);
+
+// Logs one event=summary line with what changed since the previous call, if there was traffic.
+class ClientSummary {
+ public:
+  void log(const ClientCounters& counters, const ClientGauges& gauges);
+
+ private:
+  ClientCounters base_;
+  uint64_t base_to_target_ = 0;
+  uint64_t base_from_target_ = 0;
+};
+
+}  // namespace tunnel::client
