@@ -55,7 +55,10 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
       pending_(loop, *this, config.pair_timeout, config.max_pending,
                [this](FailureReason reason) { count_failure(reason); }),
       start_time_(static_cast<double>(std::time(nullptr))),
-      summary_timer_(loop, [this] { summarize(); }) {
+      summary_timer_(loop, [this] {
+        summary_.log(counters_, gauges());
+        summary_timer_.arm(kSummaryInterval);
+      }) {
   listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a, [this](Fd fd) {
     ++counters_.accepted;
     pending_.admit(std::move(fd));
@@ -89,14 +92,6 @@ ServerGauges Server::gauges() const {
     g.live_bytes_to_external += active.relay->bytes_b_to_a();
   }
   return g;
-}
-
-void Server::summarize() {
-  auto now = gauges();
-  auto current = snapshot(counters_, now);
-  log_summary(current, summary_base_, now);
-  summary_base_ = current;
-  summary_timer_.arm(kSummaryInterval);
 }
 
 void Server::count_failure(FailureReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; }

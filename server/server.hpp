@@ -51,7 +51,6 @@ class Server final : public ClientLink {
   void refuse_busy(const Fd& fd);
   void count_failure(FailureReason reason);
   ServerGauges gauges() const;
-  void summarize();
   void check_drained();
 
   EventLoop& loop_;
@@ -81,7 +80,7 @@ class Server final : public ClientLink {
 
   ServerCounters counters_;
   double start_time_;
-  ServerSnapshot summary_base_;
+  ServerSummary summary_;
   Timer summary_timer_;
   std::unique_ptr<MetricsEndpoint> metrics_;
 };

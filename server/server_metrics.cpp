@@ -46,26 +46,19 @@ std::string render_metrics(const ServerCounters& c, const ServerGauges& g) {
   return m.text();
 }
 
-ServerSnapshot snapshot(const ServerCounters& counters, const ServerGauges& gauges) {
-  return {counters, counters.bytes_to_client + gauges.live_bytes_to_client,
-          counters.bytes_to_external + gauges.live_bytes_to_external};
-}
-
-void log_summary(const ServerSnapshot& now_snapshot, const ServerSnapshot& previous_snapshot,
-                 const ServerGauges& gauges) {
-  const auto& now = now_snapshot.counters;
-  const auto& previous = previous_snapshot.counters;
-  if (now.accepted == previous.accepted && now.failed_total() == previous.failed_total() &&
-      gauges.active == 0)
-    return;
-  TLOG_INFO(
-      "event=summary period=1m accepted={} paired={} failed={} active={} pending={} "
-      "client_online={} bytes_to_client={} bytes_to_external={}",
-      now.accepted - previous.accepted, now.paired - previous.paired,
-      now.failed_total() - previous.failed_total(), gauges.active, gauges.pending,
-      gauges.client_online ? 1 : 0,
-      now_snapshot.bytes_to_client - previous_snapshot.bytes_to_client,
-      now_snapshot.bytes_to_external - previous_snapshot.bytes_to_external);
+void ServerSummary::log(const ServerCounters& c, const ServerGauges& g) {
+  uint64_t to_client = c.bytes_to_client + g.live_bytes_to_client;
+  uint64_t to_external = c.bytes_to_external + g.live_bytes_to_external;
+  if (c.accepted != base_.accepted || c.failed_total() != base_.failed_total() || g.active > 0)
+    TLOG_INFO(
+        "event=summary period=1m accepted={} paired={} failed={} active={} pending={} "
+        "client_online={} bytes_to_client={} bytes_to_external={}",
+        c.accepted - base_.accepted, c.paired - base_.paired,
+        c.failed_total() - base_.failed_total(), g.active, g.pending, g.client_online ? 1 : 0,
+        to_client - base_to_client_, to_external - base_to_external_);
+  base_ = c;
+  base_to_client_ = to_client;
+  base_to_external_ = to_external;
 }
 
 }  // namespace tunnel::server

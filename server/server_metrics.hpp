@@ -32,16 +32,15 @@ struct ServerGauges {
 
 std::string render_metrics(const ServerCounters& counters, const ServerGauges& gauges);
 
-// The counters as of one summary line, with bytes of running relays included.
-struct ServerSnapshot {
-  ServerCounters counters;
-  uint64_t bytes_to_client = 0;
-  uint64_t bytes_to_external = 0;
-};
-ServerSnapshot snapshot(const ServerCounters& counters, const ServerGauges& gauges);
+// Logs one event=summary line with what changed since the previous call, if there was traffic.
+class ServerSummary {
+ public:
+  void log(const ServerCounters& counters, const ServerGauges& gauges);
 
-// Logs one event=summary line with what changed since `previous`, if there was any traffic.
-void log_summary(const ServerSnapshot& now, const ServerSnapshot& previous,
-                 const ServerGauges& gauges);
+ private:
+  ServerCounters base_;
+  uint64_t base_to_client_ = 0;
+  uint64_t base_to_external_ = 0;
+};
 
 }  // namespace tunnel::server
