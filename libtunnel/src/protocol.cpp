@@ -120,7 +120,8 @@ std::string control_hello(const std::vector<std::string>& features) {
 std::string data_hello(const ConnId& id) { return fmt::format("{} DATA {}\n", kVersionTag, id.hex()); }
 std::string ok(const std::vector<std::string>& features) { return join_features("OK", features); }
 std::string err(std::string_view code, std::string_view text) {
-  return fmt::format("ERR {} {}\n", code, text);
+  // No trailing space when there is no text: the grammar has no empty words.
+  return text.empty() ? fmt::format("ERR {}\n", code) : fmt::format("ERR {} {}\n", code, text);
 }
 std::string new_conn(const ConnId& id) { return fmt::format("NEW {}\n", id.hex()); }
 std::string close_conn(const ConnId& id) { return fmt::format("CLOSE {}\n", id.hex()); }

@@ -3,6 +3,7 @@
 #include "tunnel/relay.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -22,6 +23,28 @@ constexpr int kRoundsPerEvent = 4;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 const char* side_name(int side) { return side == 0 ? "a" : "b"; }
+
+// splice(2) into a socket has no MSG_NOSIGNAL: a peer gone mid-write raises SIGPIPE, which kills a
+// process that did not ignore it. The relay's thread keeps SIGPIPE blocked, and the one raised by
+// a failed splice is taken back at once, so the error is just EPIPE, as with send_nosignal().
+void block_sigpipe_in_this_thread() {
+  thread_local bool blocked = false;
+  if (blocked) return;
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, nullptr);
+  blocked = true;
+}
+
+void take_back_sigpipe() {
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  timespec no_wait{0, 0};
+  while (sigtimedwait(&pipe_only, nullptr, &no_wait) == SIGPIPE) {
+  }
+}
 
 }  // namespace
 
@@ -53,6 +76,7 @@ struct Relay::Flow {
 
 Relay::Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done)
     : loop_(loop), pipes_(pipes), done_(std::move(done)) {
+  block_sigpipe_in_this_thread();
   set_nodelay(a.get());
   set_nodelay(b.get());
   Fd fds[2] = {std::move(a), std::move(b)};
@@ -151,7 +175,9 @@ void Relay::pump(Flow& flow) {
         if (flow.mode == Flow::Mode::buffer) flow.buffer_start += static_cast<size_t>(n);
         progressed = true;
       } else if (errno != EAGAIN && errno != EINTR) {
-        fail(fmt::format("{} writing side {}", std::strerror(errno), side_name(flow.to)));
+        int error = errno;
+        if (error == EPIPE) take_back_sigpipe();
+        fail(fmt::format("{} writing side {}", std::strerror(error), side_name(flow.to)));
         return;
       }
     }

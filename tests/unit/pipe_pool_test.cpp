@@ -1,5 +1,5 @@
 // PipePool: a bounded set of non-blocking pipes for splice, reused while empty, closed when
-// discarded or when too many sit idle; no descriptor outlives the pool.
+// discarded, when too many sit idle or when a quiet period trims them; no descriptor outlives it.
 #include "tunnel/pipe_pool.hpp"
 
 #include <dirent.h>
@@ -8,10 +8,15 @@
 
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <chrono>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "tunnel/event_loop.hpp"
+
+using namespace std::chrono_literals;
+using tunnel::Clock;
 using tunnel::Pipe;
 using tunnel::PipePool;
 
@@ -221,4 +226,86 @@ TEST_CASE("pipe pool: an empty Pipe tests false") {
   Pipe none;
   CHECK_FALSE(none);
   CHECK(none.capacity == 0);
+}
+
+TEST_CASE("pipe pool: trim_idle closes idle pipes only after a period without acquisitions") {
+  const size_t before = open_fd_count();
+  PipePool pool(8);
+  std::vector<Pipe> held;
+  for (int i = 0; i < 3; ++i) held.push_back(pool.acquire());
+  for (auto& p : held) pool.release(std::move(p));
+  REQUIRE(pool.idle() == 3);
+
+  pool.trim_idle();  // pipes were taken since the last trim: traffic is recent, keep them
+  CHECK(pool.idle() == 3);
+  CHECK(open_fd_count() == before + 6);
+
+  pool.trim_idle();  // a whole period without acquisitions: give them back to the kernel
+  CHECK(pool.idle() == 0);
+  CHECK(open_fd_count() == before);
+  CHECK(pool.in_use() == 0);
+}
+
+TEST_CASE("pipe pool: trim_idle never touches pipes in use") {
+  PipePool pool(4);
+  Pipe busy = pool.acquire();
+  Pipe spare = pool.acquire();
+  REQUIRE(busy);
+  REQUIRE(spare);
+  pool.release(std::move(spare));
+  pool.trim_idle();
+  pool.trim_idle();
+  CHECK(pool.idle() == 0);
+  CHECK(pool.in_use() == 1);
+  CHECK(fd_is_open(busy.read_end.get()));
+  REQUIRE(::write(busy.write_end.get(), "x", 1) == 1);
+  pool.discard(std::move(busy));
+  CHECK(pool.in_use() == 0);
+}
+
+TEST_CASE("pipe pool: each acquisition between trims keeps the idle pipes one more period") {
+  PipePool pool(2);
+  pool.release(pool.acquire());
+  for (int period = 0; period < 5; ++period) {
+    pool.release(pool.acquire());  // steady traffic
+    pool.trim_idle();
+    CHECK(pool.idle() == 1);
+  }
+  pool.trim_idle();
+  CHECK(pool.idle() == 0);
+  // After a trim the pool still makes pipes on demand.
+  Pipe again = pool.acquire();
+  CHECK(again);
+  pool.release(std::move(again));
+}
+
+TEST_CASE("pipe pool: PipeTrimmer trims a quiet pool on the loop and stops when destroyed") {
+  tunnel::EventLoop loop;
+  PipePool pool(4);
+  pool.release(pool.acquire());
+  REQUIRE(pool.idle() == 1);
+  {
+    tunnel::PipeTrimmer trimmer(loop, pool, 10ms);
+    // The first tick sees the acquisition above and keeps the pipe; the second one trims it.
+    auto deadline = Clock::now() + 2s;
+    while (pool.idle() > 0 && Clock::now() < deadline) loop.run_once(50);
+    CHECK(pool.idle() == 0);
+    CHECK(Clock::now() < deadline);
+  }
+  CHECK(loop.timers().size() == 0);
+  pool.release(pool.acquire());
+  for (int i = 0; i < 5; ++i) loop.run_once(10);
+  CHECK(pool.idle() == 1);  // nobody trims any more
+}
+
+TEST_CASE("pipe pool: PipeTrimmer keeps the pipes of a busy pool") {
+  tunnel::EventLoop loop;
+  PipePool pool(4);
+  tunnel::PipeTrimmer trimmer(loop, pool, 20ms);
+  auto end = Clock::now() + 150ms;
+  while (Clock::now() < end) {
+    pool.release(pool.acquire());
+    loop.run_once(5);
+    CHECK(pool.idle() == 1);
+  }
 }

@@ -35,9 +35,21 @@ using tunnel::PipePool;
 using tunnel::Relay;
 using tunnel::RelayOutcome;
 
+namespace unit_tests {
+int sigpipe_count();  // main.cpp
+}
+
 namespace {
 
 constexpr size_t kMiB = 1024 * 1024;
+
+// Fails the test if SIGPIPE was raised since `before`: the loop ran only relay code.
+void require_no_sigpipe_since(int before, const std::string& context) {
+  if (unit_tests::sigpipe_count() != before)
+    FAIL("SIGPIPE was raised while the relay ran ("
+         << context << "): a write to a closed peer "
+         << "must fail with EPIPE, not kill the process");
+}
 
 std::string random_bytes(size_t size, unsigned seed) {
   std::mt19937_64 rng(seed);
@@ -172,20 +184,30 @@ struct Peer {
 struct Harness {
   EventLoop loop;
   PipePool pool;
+  size_t pool_size;
   Peer x, y;
+  Fd a, b;  // the relay's sides until start() hands them over
   int a_fd = -1, b_fd = -1;
   std::unique_ptr<Relay> relay;
   int done_calls = 0;
   std::optional<RelayOutcome> outcome;
   bool fds_closed_when_done = false;
   std::function<void()> on_done;  // runs inside the done callback, after the bookkeeping
+  const int sigpipes_before = unit_tests::sigpipe_count();
 
-  // small_b_path: small socket buffers between side b and Y, so that bytes X sends pile up in the
-  // relay's pipe instead of in the kernel beyond it.
-  Harness(size_t max_pipes, size_t pipe_size, bool use_unix = false, bool small_b_path = false)
-      : pool(max_pipes, pipe_size) {
-    Fd a, b;
-    if (use_unix) {
+  struct Setup {
+    size_t max_pipes = 1024;
+    size_t pipe_size = 64 * 1024;
+    bool unix_sockets = false;  // socketpairs instead of loopback TCP
+    // Small socket buffers between side b and Y, so that bytes X sends pile up in the relay's pipe
+    // rather than in the kernel beyond it.
+    bool small_b_path = false;
+    bool start_relay = true;  // false: call start() later, after the peers have acted
+  };
+
+  explicit Harness(Setup setup)
+      : pool(setup.max_pipes, setup.pipe_size), pool_size(setup.max_pipes) {
+    if (setup.unix_sockets) {
       auto xa = unix_pair();
       auto by = unix_pair();
       x.fd = std::move(xa.connecting);
@@ -195,19 +217,23 @@ struct Harness {
     } else {
       Loopback loopback;
       auto xa = loopback.connect();
-      if (small_b_path) loopback.set_accepted_receive_buffer(16 * 1024);
+      if (setup.small_b_path) loopback.set_accepted_receive_buffer(16 * 1024);
       auto by = loopback.connect();
       x.fd = std::move(xa.connecting);
       a = std::move(xa.accepted);
       b = std::move(by.connecting);
       y.fd = std::move(by.accepted);
-      if (small_b_path) {
+      if (setup.small_b_path) {
         int bytes = 16 * 1024;
         REQUIRE(::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) == 0);
       }
     }
     a_fd = a.get();
     b_fd = b.get();
+    if (setup.start_relay) start();
+  }
+
+  void start() {
     relay = std::make_unique<Relay>(loop, pool, std::move(a), std::move(b),
                                     [this](const RelayOutcome& o) {
                                       ++done_calls;
@@ -219,6 +245,7 @@ struct Harness {
 
   void round() {
     loop.run_once(1);
+    require_no_sigpipe_since(sigpipes_before, "pool max_pipes " + std::to_string(pool_size));
     x.step();
     y.step();
   }
@@ -279,7 +306,7 @@ TEST_CASE(
   auto config = GENERATE(range(0, 4));
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   const std::string x_to_y = random_bytes(4 * kMiB + 123, 1);
   const std::string y_to_x = random_bytes(3 * kMiB + 77, 2);
   h.x.send(x_to_y, true);
@@ -308,7 +335,7 @@ TEST_CASE(
 
 TEST_CASE("relay: buffer path and splice path give the same bytes and counts") {
   auto run = [](size_t max_pipes) {
-    Harness h(max_pipes, 64 * 1024);
+    Harness h({.max_pipes = max_pipes});
     h.x.send(random_bytes(1 * kMiB + 5, 11), true);
     h.y.send(random_bytes(2 * kMiB + 3, 12), true);
     bool ended = h.run_until([&] { return h.finished() && h.x.finished() && h.y.finished(); });
@@ -329,11 +356,40 @@ TEST_CASE("relay: buffer path and splice path give the same bytes and counts") {
   CHECK(difference(random_bytes(1 * kMiB + 5, 11), std::get<0>(spliced)) == "");
 }
 
+TEST_CASE("relay: bytes and a FIN that arrived before the relay started are delivered") {
+  // The external side may talk before it is paired; nothing it sent may be lost.
+  auto config = GENERATE(0, 1);
+  const PoolConfig& c = kConfigs[config];
+  INFO("pool: " << c.name);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size, .start_relay = false});
+  const std::string early = "sent before pairing\n";
+  h.x.send(early, true);
+  h.y.send("greeting from the target\n");
+  h.x.step();
+  h.y.step();
+  REQUIRE(h.x.shut);
+  pollfd ready[2] = {{h.a_fd, POLLIN, 0}, {h.b_fd, POLLIN, 0}};
+  REQUIRE(::poll(ready, 2, 2000) >= 1);  // the bytes wait in the kernel for the relay
+  h.start();
+  bool arrived = h.run_until([&] { return h.y.finished() && h.x.in.size() >= 25; }, 5s);
+  INFO(h.state());
+  REQUIRE(arrived);
+  CHECK(h.y.eof);
+  CHECK(h.y.in == early);
+  CHECK(h.x.in == "greeting from the target\n");
+  h.y.send("", true);
+  REQUIRE(h.run_until([&] { return h.finished() && h.x.finished(); }, 5s));
+  REQUIRE(h.outcome);
+  CHECK_FALSE(h.outcome->reset);
+  CHECK(h.outcome->bytes_a_to_b == early.size());
+  CHECK(h.outcome->bytes_b_to_a == 25);
+}
+
 TEST_CASE("relay: half-close from X: Y reads EOF and still talks back and the relay ends cleanly") {
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   const std::string request = "GET / HTTP/1.0\r\n\r\n";
   const std::string response = "HTTP/1.0 200 OK\r\n\r\nsent after the request's FIN";
 
@@ -371,7 +427,7 @@ TEST_CASE("relay: half-close from Y: X reads EOF and still talks back and the re
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   const std::string banner = "220 ready, and done talking\r\n";
   const std::string upload = random_bytes(512 * 1024, 3);
 
@@ -398,11 +454,12 @@ TEST_CASE("relay: half-close from Y: X reads EOF and still talks back and the re
 }
 
 TEST_CASE("relay: a FIN is passed on only after every byte before it has been delivered") {
-  // Y does not read at first, so bytes pile up in the relay (pipe or buffer) when X's FIN comes.
+  // Y does not read at first, so bytes pile up in every buffer on the way, the relay's included;
+  // X's FIN comes after all of them and must reach Y last.
   auto config = GENERATE(range(0, 4));
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   const std::string payload = random_bytes(6 * kMiB, 4);
   h.y.reading = false;
   h.x.send(payload, true);
@@ -434,7 +491,7 @@ TEST_CASE("relay: a reset by X resets Y promptly and the relay ends with reset")
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   h.x.send("hello");
   h.y.send("hi");
   REQUIRE(h.run_until([&] { return h.y.in == "hello" && h.x.in == "hi"; }, 5s));
@@ -461,7 +518,7 @@ TEST_CASE("relay: a reset by Y resets X promptly and the relay ends with reset")
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   h.x.send("hello");
   REQUIRE(h.run_until([&] { return h.y.in == "hello"; }, 5s));
 
@@ -480,7 +537,7 @@ TEST_CASE("relay: a reset by Y resets X promptly and the relay ends with reset")
 }
 
 TEST_CASE("relay: a reset after a half-close still ends the relay with reset") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.x.send("request", true);
   REQUIRE(h.run_until([&] { return h.y.finished(); }, 5s));
   h.y.reset();
@@ -496,7 +553,7 @@ TEST_CASE("relay: a reset with bytes stuck in the relay frees its pipes") {
   auto config = GENERATE(range(0, 4));
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   h.y.reading = false;
   h.x.send(random_bytes(8 * kMiB, 5));
   size_t last_sent = 0;
@@ -518,7 +575,7 @@ TEST_CASE("relay: a reset with bytes stuck in the relay frees its pipes") {
 }
 
 TEST_CASE("relay: done runs exactly once and deferred and may destroy the relay") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   bool relay_alive_in_done = false;
   h.on_done = [&] {
     relay_alive_in_done = h.relay != nullptr;
@@ -540,7 +597,7 @@ TEST_CASE("relay: done runs exactly once and deferred and may destroy the relay"
 }
 
 TEST_CASE("relay: abort resets both sides and reports the reason once") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.x.send("hello");
   REQUIRE(h.run_until([&] { return h.y.in == "hello"; }, 5s));
   h.relay->abort("shutting down");
@@ -564,7 +621,7 @@ TEST_CASE("relay: abort resets both sides and reports the reason once") {
 }
 
 TEST_CASE("relay: abort after a clean end does nothing") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.x.send("a", true);
   h.y.send("b", true);
   REQUIRE(h.run_until([&] { return h.finished(); }, 5s));
@@ -577,7 +634,7 @@ TEST_CASE("relay: abort after a clean end does nothing") {
 
 TEST_CASE(
     "relay: destroying a relay mid-stream closes both sides and frees its pipes without done") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.y.reading = false;
   h.x.send(random_bytes(4 * kMiB, 6));
   size_t last_sent = 0;
@@ -600,13 +657,13 @@ TEST_CASE(
 }
 
 TEST_CASE("relay: an idle relay does not wake the loop") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.x.send("x");
   h.y.send("y");
   REQUIRE(h.run_until([&] { return h.x.in == "y" && h.y.in == "x"; }, 5s));
   int rounds = 0;
   auto start = Clock::now();
-  while (Clock::now() - start < 300ms) {
+  while (Clock::now() - start < 200ms) {
     h.loop.run_once(100);
     ++rounds;
   }
@@ -615,12 +672,12 @@ TEST_CASE("relay: an idle relay does not wake the loop") {
 }
 
 TEST_CASE("relay: after a half-close the relay does not spin on the finished side") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   h.x.send("done", true);
   REQUIRE(h.run_until([&] { return h.y.finished(); }, 5s));
   int rounds = 0;
   auto start = Clock::now();
-  while (Clock::now() - start < 300ms) {
+  while (Clock::now() - start < 200ms) {
     h.loop.run_once(100);
     ++rounds;
   }
@@ -633,7 +690,7 @@ TEST_CASE("relay: a side finished both ways is closed while the other direction 
   // and small buffers beyond side b, the relay reads all of it and the FIN, and most bytes wait in
   // its pipe. Side a is then done both ways, so the relay closes it at once: left open, the hang-up
   // epoll reports for it would wake the loop again and again while the bytes wait for Y.
-  Harness h(16, 1024 * 1024, /*use_unix=*/false, /*small_b_path=*/true);
+  Harness h({.max_pipes = 16, .pipe_size = 1024 * 1024, .small_b_path = true});
   h.y.send("early goodbye", true);
   REQUIRE(h.run_until([&] { return h.x.finished(); }, 5s));
   CHECK(h.x.eof);
@@ -644,7 +701,7 @@ TEST_CASE("relay: a side finished both ways is closed while the other direction 
   h.run_until([&] { return !fd_is_open(h.a_fd); }, 1s);  // time for the relay to read the FIN
   int rounds = 0;
   auto start = Clock::now();
-  while (Clock::now() - start < 300ms) {
+  while (Clock::now() - start < 200ms) {
     h.loop.run_once(100);
     ++rounds;
   }
@@ -671,7 +728,7 @@ TEST_CASE("relay: a receiver that stops reading does not make the relay spin") {
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size});
   int one = 1;
   ::setsockopt(h.x.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   h.x.chunk = 100;
@@ -686,7 +743,7 @@ TEST_CASE("relay: a receiver that stops reading does not make the relay spin") {
   }));
   int rounds = 0;
   auto start = Clock::now();
-  while (Clock::now() - start < 300ms) {
+  while (Clock::now() - start < 200ms) {
     h.loop.run_once(100);
     ++rounds;
   }
@@ -706,7 +763,7 @@ TEST_CASE("relay: unix stream sockets are relayed the same with and without pipe
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size, /*use_unix=*/true);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size, .unix_sockets = true});
   const std::string x_to_y = random_bytes(2 * kMiB + 1, 8);
   const std::string y_to_x = random_bytes(1 * kMiB + 9, 9);
   h.x.send(x_to_y, true);
@@ -724,7 +781,7 @@ TEST_CASE("relay: unix stream sockets are relayed the same with and without pipe
 }
 
 TEST_CASE("relay: unix sockets: half-close then an answer after it then the other side closes") {
-  Harness h(1024, 64 * 1024, /*use_unix=*/true);
+  Harness h({.unix_sockets = true});
   h.x.send("question", true);
   REQUIRE(h.run_until([&] { return h.y.finished(); }, 5s));
   CHECK(h.y.eof);
@@ -743,13 +800,14 @@ TEST_CASE("relay: unix sockets: half-close then an answer after it then the othe
   CHECK(h.outcome->bytes_b_to_a == 6);
 }
 
-TEST_CASE("relay: unix sockets: the receiver closing with bytes on the way ends it with reset") {
+TEST_CASE(
+    "relay: unix sockets: a receiver closing with bytes on the way means reset and no SIGPIPE") {
   // Y stops reading, X keeps sending, then Y closes: the relay's next write to side b fails
   // (EPIPE). That must end the relay as a reset without raising SIGPIPE, on either path.
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
-  Harness h(c.max_pipes, c.pipe_size, /*use_unix=*/true);
+  Harness h({.max_pipes = c.max_pipes, .pipe_size = c.pipe_size, .unix_sockets = true});
   h.y.reading = false;
   h.x.send(random_bytes(4 * kMiB, 12));
   size_t last_sent = 0;
@@ -778,7 +836,7 @@ TEST_CASE("relay: unix sockets: the receiver closing with bytes on the way ends 
 }
 
 TEST_CASE("relay: the relayed sockets get TCP_NODELAY") {
-  Harness h(1024, 64 * 1024);
+  Harness h({});
   for (int fd : {h.a_fd, h.b_fd}) {
     int value = 0;
     socklen_t length = sizeof value;
@@ -821,15 +879,21 @@ TEST_CASE("relay: many relays on one loop with one small pool all deliver") {
       if (!one->outcome || !one->x.finished() || !one->y.finished()) return false;
     return true;
   };
+  const int sigpipes_before = unit_tests::sigpipe_count();
+  size_t most_pipes_in_use = 0;
   while (!all_done() && Clock::now() < deadline) {
     loop.run_once(1);
+    require_no_sigpipe_since(sigpipes_before, "20 relays sharing 4 pipes");
     for (auto& one : ones) {
       one->x.step();
       one->y.step();
     }
-    CHECK(pool.in_use() <= 4);
+    most_pipes_in_use = std::max(most_pipes_in_use, pool.in_use());
   }
   REQUIRE(all_done());
+  CHECK(most_pipes_in_use <= 4);
+  CHECK(pool.idle() > 0);  // pipes were used, and came back
+  CHECK(pool.idle() <= 4);
   for (size_t i = 0; i < ones.size(); ++i) {
     INFO("relay " << i);
     CHECK(difference(ones[i]->x_to_y, ones[i]->y.in) == "");
