@@ -27,7 +27,7 @@ Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress&
       server_(server),
       target_(target),
       pipe_trimmer_(loop, pipes_),
-      control_(loop, server, config.dial_timeout, config.reconnect_max, config.heartbeat,
+      control_(loop, server, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) { on_new(id); },
                                          [this](const ConnId& id) { on_close(id); }}),
@@ -36,15 +36,8 @@ Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress&
         summary_.log(counters_, gauges());
         summary_timer_.arm(kSummaryInterval);
       }) {
-  if (config_.metrics_enabled) {
-    try {
-      metrics_ = std::make_unique<MetricsEndpoint>(
-          loop_, config_.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
-    } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("--metrics-listen: {}", e.what()));
-    }
-    TLOG_INFO("event=listening side=metrics addr={}", metrics_->address().to_string());
-  }
+  metrics_ = MetricsEndpoint::start_if_asked(
+      loop_, config_.daemon.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
   summary_timer_.arm(kSummaryInterval);
 }
 
@@ -106,8 +99,9 @@ void Client::on_link_ready(const ConnId& id, Fd data, Fd target) {
   set_keepalive(data.get(), kKeepaliveIdle, kKeepaliveInterval, kKeepaliveCount);
   auto relay = std::make_unique<Relay>(
       loop_, pipes_, std::move(data), std::move(target), [this, id](const RelayOutcome& outcome) {
-        TLOG_DEBUG("event=conn-closed conn={} bytes_to_target={} bytes_from_target={} reason=\"{}\"",
-                   id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, outcome.reason);
+        TLOG_DEBUG(
+            "event=conn-closed conn={} bytes_to_target={} bytes_from_target={} reason=\"{}\"",
+            id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, outcome.reason);
         counters_.bytes_to_target += outcome.bytes_a_to_b;
         counters_.bytes_from_target += outcome.bytes_b_to_a;
         relays_.erase(id);

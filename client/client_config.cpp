@@ -19,17 +19,11 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
       ->required();
   cli::add_duration(app, "--dial-timeout", config.dial_timeout,
                     "Bound on connecting to the target (and to the server)");
-  cli::add_duration(app, "--reconnect-max", config.reconnect_max,
-                    "Longest wait between attempts to reach the server (backoff starts near 100ms)");
-  cli::add_heartbeat_options(app, config.heartbeat);
-  cli::add_drain_option(app, config.drain_timeout);
-  auto* metrics = cli::add_address(app, "--metrics-listen", config.metrics_listen, true,
-                                   "Serve Prometheus metrics at http://HOST:PORT/metrics (off "
-                                   "unless set)");
-  cli::add_common_options(app, config.log_level);
-  int code = cli::parse(app, argc, argv);
-  config.metrics_enabled = metrics->count() > 0;
-  return code;
+  cli::add_duration(
+      app, "--reconnect-max", config.reconnect_max,
+      "Longest wait between attempts to reach the server (backoff starts near 100ms)");
+  cli::add_daemon_options(app, config.daemon);
+  return cli::parse(app, argc, argv);
 }
 
 }  // namespace tunnel::client

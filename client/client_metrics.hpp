@@ -10,8 +10,8 @@ namespace tunnel::client {
 
 // FAIL reasons the client reports; every one is exposed, at 0 until it happens.
 inline constexpr std::array<std::string_view, 7> kFailReasons = {
-    "connection-refused", "timeout", "unreachable", "reset", "out-of-descriptors",
-    "connect-failed",     "data-connect-failed"};
+    "connection-refused", "timeout",        "unreachable",        "reset",
+    "out-of-descriptors", "connect-failed", "data-connect-failed"};
 
 struct ClientCounters {
   uint64_t requested = 0;  // NEW <id> received

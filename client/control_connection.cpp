@@ -38,7 +38,9 @@ void ControlConnection::start() {
   connect();
 }
 
-void ControlConnection::move_to(ControlState next) { state_ = next; }
+void ControlConnection::move_to(ControlState next) {
+  state_ = next;
+}
 
 void ControlConnection::connect() {
   move_to(ControlState::connecting);
@@ -78,7 +80,8 @@ void ControlConnection::on_line(std::string_view line) {
       return events_.on_online();
     }
     if (message.verb == protocol::Verb::err)
-      return lost("control-refused", fmt::format("code={} text=\"{}\"", message.word, message.text));
+      return lost("control-refused",
+                  fmt::format("code={} text=\"{}\"", message.word, message.text));
     return lost("control-lost", "reason=\"server did not answer the hello\"");
   }
 

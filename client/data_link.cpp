@@ -12,10 +12,14 @@ namespace {
 
 const char* name_of(LinkState state) {
   switch (state) {
-    case LinkState::dialing_both: return "dialing-both";
-    case LinkState::waiting_for_server: return "waiting-for-server";
-    case LinkState::waiting_for_target: return "waiting-for-target";
-    case LinkState::done: return "done";
+    case LinkState::dialing_both:
+      return "dialing-both";
+    case LinkState::waiting_for_server:
+      return "waiting-for-server";
+    case LinkState::waiting_for_target:
+      return "waiting-for-target";
+    case LinkState::done:
+      return "done";
   }
   return "?";
 }
@@ -26,9 +30,11 @@ DataLink::DataLink(EventLoop& loop, const ConnId& id, const SocketAddress& serve
                    const SocketAddress& target, Duration dial_timeout, Ready ready, Failed failed)
     : id_(id), ready_(std::move(ready)), failed_(std::move(failed)) {
   server_dial_ = std::make_unique<Connector>(
-      loop, server, dial_timeout, [this](Fd fd, std::error_code ec) { on_server(std::move(fd), ec); });
+      loop, server, dial_timeout,
+      [this](Fd fd, std::error_code ec) { on_server(std::move(fd), ec); });
   target_dial_ = std::make_unique<Connector>(
-      loop, target, dial_timeout, [this](Fd fd, std::error_code ec) { on_target(std::move(fd), ec); });
+      loop, target, dial_timeout,
+      [this](Fd fd, std::error_code ec) { on_target(std::move(fd), ec); });
 }
 
 void DataLink::move_to(LinkState next) {

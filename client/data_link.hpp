@@ -1,6 +1,7 @@
-// One connection ID on the client, from `NEW <id>` until its relay starts: dials the server's port B
-// and the target at the same time; announces `DATA <id>` only once both are connected, so a target
-// that refuses leaves nothing half-paired on the server. The client's per-connection state machine.
+// One connection ID on the client, from `NEW <id>` until its relay starts: dials the server's port
+// B and the target at the same time; announces `DATA <id>` only once both are connected, so a
+// target that refuses leaves nothing half-paired on the server. The client's per-connection state
+// machine.
 #pragma once
 
 #include <functional>

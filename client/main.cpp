@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   using namespace tunnel;
   client::ClientConfig config;
   if (int code = client::parse_arguments(argc, argv, config); code >= 0) return code;
-  log::set_level(log::parse_level(config.log_level));
+  log::set_level(log::parse_level(config.daemon.log_level));
   auto fd_limit = raise_fd_limit();
 
   // Names are resolved once, here, before the loop runs: DNS never blocks the loop.
@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   TLOG_INFO("event=started version={} fd_limit={} target={}", TUNNEL_VERSION, fd_limit,
             target.to_string());
   GracefulShutdown shutdown(
-      loop, config.drain_timeout,
+      loop, config.daemon.drain_timeout,
       {[&](std::function<void()> drained) { client->drain(std::move(drained)); },
        [&] { client->abort_relays(); }});
   systemd::Watchdog watchdog(loop);

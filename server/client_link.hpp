@@ -1,5 +1,5 @@
-// What the pending table needs from "the client": whether one is online and a way to tell it things.
-// Kept abstract so several clients (sessions) can come later without touching the table.
+// What the pending table needs from "the client": whether one is online and a way to tell it
+// things. Kept abstract so several clients (sessions) can come later without touching the table.
 #pragma once
 
 #include <string_view>

@@ -21,8 +21,8 @@ inline constexpr size_t kFailureReasons = 8;
 
 constexpr std::string_view to_string(FailureReason reason) {
   constexpr std::string_view kWords[kFailureReasons] = {
-      "no-client",  "pair-timeout",  "target-unreachable", "max-pending",
-      "closed-early", "bad-handshake", "handshake-timeout", "unknown-id"};
+      "no-client",    "pair-timeout",  "target-unreachable", "max-pending",
+      "closed-early", "bad-handshake", "handshake-timeout",  "unknown-id"};
   return kWords[static_cast<size_t>(reason)];
 }
 

@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   using namespace tunnel;
   server::ServerConfig config;
   if (int code = server::parse_arguments(argc, argv, config); code >= 0) return code;
-  log::set_level(log::parse_level(config.log_level));
+  log::set_level(log::parse_level(config.daemon.log_level));
   auto fd_limit = raise_fd_limit();
 
   EventLoop loop;
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   GracefulShutdown shutdown(
-      loop, config.drain_timeout,
+      loop, config.daemon.drain_timeout,
       {[&](std::function<void()> drained) { server->drain(std::move(drained)); },
        [&] { server->abort_relays(); }});
   systemd::Watchdog watchdog(loop);

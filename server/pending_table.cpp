@@ -1,6 +1,7 @@
 // The life of an A connection on the server until it is paired (DESIGN §3):
 //   admit -> waiting_for_client -> announced -> claimed by DATA <id>    (handed to a relay)
-//   any state -> ended: pair-timeout / no-client, FAIL from the client, A closed early, max-pending.
+//   any state -> ended: pair-timeout / no-client, FAIL from the client, A closed early,
+//   max-pending.
 #include "pending_table.hpp"
 
 #include "tunnel/protocol.hpp"
@@ -93,7 +94,9 @@ std::optional<Fd> PendingTable::claim(const ConnId& id) {
   return external;
 }
 
-void PendingTable::close_all() { entries_.clear(); }
+void PendingTable::close_all() {
+  entries_.clear();
+}
 
 void PendingTable::fail(const ConnId& id, std::string_view reason) {
   end(id, FailureReason::target_unreachable, reason);

@@ -23,7 +23,6 @@ enum class PendingState {
   announced,           // NEW <id> sent; waiting for DATA <id>
 };
 
-
 class PendingTable {
  public:
   // Told of every connection that ends unpaired (for counting).
@@ -39,7 +38,8 @@ class PendingTable {
   void client_online();
   // The client went away: what it was told is void; those connections wait for the next one.
   void client_lost();
-  // DATA <id> arrived. Returns the A socket and forgets the id, or nothing if the id is not pending.
+  // DATA <id> arrived. Returns the A socket and forgets the id, or nothing if the id is not
+  // pending.
   std::optional<Fd> claim(const ConnId& id);
   // FAIL <id> <reason> arrived from the client.
   void fail(const ConnId& id, std::string_view reason);

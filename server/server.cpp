@@ -4,9 +4,8 @@
 
 #include <netinet/in.h>
 
-#include <stdexcept>
-
 #include <ctime>
+#include <stdexcept>
 
 #include "tunnel/protocol.hpp"
 #include "tunnel/socket.hpp"
@@ -71,15 +70,8 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
         "version: anyone who reaches it can act as the client; keep it on a private network or "
         "firewall it\"",
         listen_b_->address().to_string());
-  if (config_.metrics_enabled) {
-    try {
-      metrics_ = std::make_unique<MetricsEndpoint>(loop_, config_.metrics_listen,
-                                                   [this] { return render_metrics(counters_, gauges()); });
-    } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("--metrics-listen: {}", e.what()));
-    }
-    TLOG_INFO("event=listening side=metrics addr={}", metrics_->address().to_string());
-  }
+  metrics_ = MetricsEndpoint::start_if_asked(
+      loop_, config_.daemon.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
   summary_timer_.arm(kSummaryInterval);
   TLOG_INFO("event=ready pair_timeout={} max_pending={}", format_duration(config_.pair_timeout),
             config_.max_pending);
@@ -94,7 +86,9 @@ ServerGauges Server::gauges() const {
   return g;
 }
 
-void Server::count_failure(FailureReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; }
+void Server::count_failure(FailureReason reason) {
+  ++counters_.failed[static_cast<size_t>(reason)];
+}
 
 Server::~Server() = default;
 
@@ -134,20 +128,19 @@ void Server::on_b_connection(Fd fd) {
     return;
   }
   uint64_t key = ++handshakes_started_;
-  handshakes_.emplace(
-      key, std::make_unique<BHandshake>(
-               loop_, std::move(fd), config_.handshake_timeout,
-               [this, key](Fd connection, std::string_view line) {
-                 on_first_line(key, std::move(connection), line);
-               },
-               [this, key](std::string_view reason, std::string_view peer) {
-                 // A connection that closes before speaking is not worth a warning.
-                 if (reason == "handshake-timeout")
-                   refuse_b(FailureReason::handshake_timeout, reason, peer);
-                 else if (reason != "closed")
-                   refuse_b(FailureReason::bad_handshake, reason, peer);
-                 handshakes_.erase(key);
-               }));
+  handshakes_.emplace(key, std::make_unique<BHandshake>(
+                               loop_, std::move(fd), config_.handshake_timeout,
+                               [this, key](Fd connection, std::string_view line) {
+                                 on_first_line(key, std::move(connection), line);
+                               },
+                               [this, key](std::string_view reason, std::string_view peer) {
+                                 // A connection that closes before speaking is not worth a warning.
+                                 if (reason == "handshake-timeout")
+                                   refuse_b(FailureReason::handshake_timeout, reason, peer);
+                                 else if (reason != "closed")
+                                   refuse_b(FailureReason::bad_handshake, reason, peer);
+                                 handshakes_.erase(key);
+                               }));
 }
 
 void Server::on_first_line(uint64_t handshake, Fd fd, std::string_view line) {
@@ -209,7 +202,7 @@ void Server::refuse_busy(const Fd& fd) {
 void Server::open_session(Fd fd) {
   uint64_t number = ++counters_.sessions;
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(fd), config_.heartbeat,
+      loop_, number, std::move(fd), config_.daemon.heartbeat,
       Session::Events{
           [this](const ConnId& id, std::string_view reason) { on_client_fail(id, reason); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
@@ -242,10 +235,11 @@ void Server::start_relay(const ConnId& id, Fd external, Fd data) {
         auto it = relays_.find(id);
         if (it == relays_.end()) return;
         auto lasted = std::chrono::duration_cast<Duration>(loop_.now() - it->second.started);
-        TLOG_DEBUG("event=conn-closed conn={} bytes_a_to_b={} bytes_b_to_a={} duration_ms={} "
-                   "reason=\"{}\"",
-                   id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, lasted.count(),
-                   outcome.reason);
+        TLOG_DEBUG(
+            "event=conn-closed conn={} bytes_a_to_b={} bytes_b_to_a={} duration_ms={} "
+            "reason=\"{}\"",
+            id.short_hex(), outcome.bytes_a_to_b, outcome.bytes_b_to_a, lasted.count(),
+            outcome.reason);
         counters_.bytes_to_client += outcome.bytes_a_to_b;
         counters_.bytes_to_external += outcome.bytes_b_to_a;
         relays_.erase(it);

@@ -27,15 +27,8 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->type_name("N");
-  cli::add_heartbeat_options(app, config.heartbeat);
-  cli::add_drain_option(app, config.drain_timeout);
-  auto* metrics = cli::add_address(app, "--metrics-listen", config.metrics_listen, true,
-                                   "Serve Prometheus metrics at http://HOST:PORT/metrics (off "
-                                   "unless set)");
-  cli::add_common_options(app, config.log_level);
-  int code = cli::parse(app, argc, argv);
-  config.metrics_enabled = metrics->count() > 0;
-  return code;
+  cli::add_daemon_options(app, config.daemon);
+  return cli::parse(app, argc, argv);
 }
 
 }  // namespace tunnel::server

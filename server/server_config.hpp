@@ -5,8 +5,8 @@
 #include <string>
 
 #include "tunnel/address.hpp"
+#include "tunnel/daemon_options.hpp"
 #include "tunnel/duration.hpp"
-#include "tunnel/heartbeat.hpp"
 
 namespace tunnel::server {
 
@@ -19,15 +19,11 @@ struct ServerConfig {
   Duration probe_timeout = 1s;
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
-  HeartbeatSettings heartbeat;
-  Duration drain_timeout = 10s;
-  HostPort metrics_listen;
-  bool metrics_enabled = false;
-  std::string log_level = "info";
+  DaemonOptions daemon;
 };
 
-// Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version, 2 after
-// a bad flag or config, with one line on stderr).
+// Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version, 2
+// after a bad flag or config, with one line on stderr).
 int parse_arguments(int argc, char** argv, ServerConfig& config);
 
 }  // namespace tunnel::server

@@ -2,6 +2,7 @@
 #include "tunnel/address.hpp"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
 
@@ -9,8 +10,6 @@
 #include <charconv>
 #include <cstring>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace tunnel {
 namespace {
@@ -78,8 +77,8 @@ std::vector<SocketAddress> resolve(const HostPort& where, bool passive) {
   const char* host = where.host.empty() ? nullptr : where.host.c_str();
   addrinfo* list = nullptr;
   if (int rc = ::getaddrinfo(host, port.c_str(), &hints, &list); rc != 0)
-    throw std::runtime_error(fmt::format("cannot resolve '{}': {}", where.to_string(),
-                                         ::gai_strerror(rc)));
+    throw std::runtime_error(
+        fmt::format("cannot resolve '{}': {}", where.to_string(), ::gai_strerror(rc)));
   std::vector<SocketAddress> out;
   for (auto* ai = list; ai; ai = ai->ai_next) {
     SocketAddress address;
@@ -92,7 +91,8 @@ std::vector<SocketAddress> resolve(const HostPort& where, bool passive) {
   if (host == nullptr)
     std::stable_partition(out.begin(), out.end(),
                           [](const SocketAddress& a) { return a.family() == AF_INET6; });
-  if (out.empty()) throw std::runtime_error(fmt::format("'{}' resolves to nothing", where.to_string()));
+  if (out.empty())
+    throw std::runtime_error(fmt::format("'{}' resolves to nothing", where.to_string()));
   return out;
 }
 

@@ -13,7 +13,9 @@ Channel::Channel(EventLoop& loop, Fd fd, uint32_t interest, Handler handler)
   registered_ = true;
 }
 
-Channel::~Channel() { unregister(); }
+Channel::~Channel() {
+  unregister();
+}
 
 void Channel::set_interest(uint32_t interest) {
   if (interest == interest_ || !registered_) {

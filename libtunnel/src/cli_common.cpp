@@ -25,19 +25,6 @@ CLI::Validator checked_by(Parse parse, std::string kind) {
 
 }  // namespace
 
-void add_common_options(CLI::App& app, std::string& log_level) {
-  app.set_config("--config", "",
-                 "Read options from this file (key = value, one per line); flags given on the "
-                 "command line win")
-      ->type_name("FILE");
-  app.allow_config_extras(CLI::config_extras_mode::error);
-  app.set_version_flag("--version", app.get_name() + " " + TUNNEL_VERSION);
-  app.add_option("--log-level", log_level, "Least severe level written: trace, debug, info, warn, error, off")
-      ->capture_default_str()
-      ->check(checked_by([](const std::string& t) { log::parse_level(t); }, ""))
-      ->type_name("LEVEL");
-}
-
 CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& value,
                           const std::string& help) {
   return app
@@ -50,29 +37,49 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& valu
 
 CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
                          bool allow_port_zero, const std::string& help) {
-  auto parse = [allow_port_zero](const std::string& t) { return parse_host_port(t, allow_port_zero); };
+  auto parse = [allow_port_zero](const std::string& t) {
+    return parse_host_port(t, allow_port_zero);
+  };
   auto* option = app.add_option_function<std::string>(
       name, [&value, parse](const std::string& text) { value = parse(text); }, help);
   if (value.port != 0 || !value.host.empty()) option->default_str(value.to_string());
   return option->check(checked_by(parse, ""))->type_name("HOST:PORT");
 }
 
-void add_heartbeat_options(CLI::App& app, HeartbeatSettings& settings) {
-  add_duration(app, "--heartbeat-interval", settings.interval,
+void add_daemon_options(CLI::App& app, DaemonOptions& options) {
+  add_duration(app, "--heartbeat-interval", options.heartbeat.interval,
                "How often to PING the other end of the control connection");
-  add_duration(app, "--heartbeat-timeout", settings.timeout,
+  add_duration(app, "--heartbeat-timeout", options.heartbeat.timeout,
                "Silence on the control connection after which it is declared dead");
-  app.callback([&settings] {
-    if (settings.interval <= Duration::zero())
+  add_duration(app, "--drain-timeout", options.drain_timeout,
+               "On SIGTERM/SIGINT, how long connections in flight may take to finish");
+  auto parse_metrics = [](const std::string& t) { return parse_host_port(t, true); };
+  app.add_option_function<std::string>(
+         "--metrics-listen",
+         [&options, parse_metrics](const std::string& text) {
+           options.metrics_listen = parse_metrics(text);
+         },
+         "Serve Prometheus metrics at http://HOST:PORT/metrics (off unless set)")
+      ->check(checked_by(parse_metrics, ""))
+      ->type_name("HOST:PORT");
+  app.set_config("--config", "",
+                 "Read options from this file (key = value, one per line); flags given on the "
+                 "command line win")
+      ->type_name("FILE");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.set_version_flag("--version", app.get_name() + " " + TUNNEL_VERSION);
+  app.add_option("--log-level", options.log_level,
+                 "Least severe level written: trace, debug, info, warn, error, off")
+      ->capture_default_str()
+      ->check(checked_by([](const std::string& t) { log::parse_level(t); }, ""))
+      ->type_name("LEVEL");
+  app.callback([&options] {
+    const auto& heartbeat = options.heartbeat;
+    if (heartbeat.interval <= Duration::zero())
       throw CLI::ValidationError("--heartbeat-interval", "must be longer than 0");
-    if (settings.timeout <= settings.interval)
+    if (heartbeat.timeout <= heartbeat.interval)
       throw CLI::ValidationError("--heartbeat-timeout", "must be longer than --heartbeat-interval");
   });
-}
-
-void add_drain_option(CLI::App& app, Duration& drain_timeout) {
-  add_duration(app, "--drain-timeout", drain_timeout,
-               "On SIGTERM/SIGINT, how long connections in flight may take to finish");
 }
 
 int parse(CLI::App& app, int argc, char** argv) {

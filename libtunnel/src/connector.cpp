@@ -40,14 +40,20 @@ void Connector::finish(std::error_code error) {
 
 const char* connect_failure_word(std::error_code error) {
   switch (static_cast<std::errc>(error.value())) {
-    case std::errc::connection_refused: return "connection-refused";
-    case std::errc::timed_out: return "timeout";
+    case std::errc::connection_refused:
+      return "connection-refused";
+    case std::errc::timed_out:
+      return "timeout";
     case std::errc::network_unreachable:
-    case std::errc::host_unreachable: return "unreachable";
-    case std::errc::connection_reset: return "reset";
+    case std::errc::host_unreachable:
+      return "unreachable";
+    case std::errc::connection_reset:
+      return "reset";
     case std::errc::too_many_files_open:
-    case std::errc::too_many_files_open_in_system: return "out-of-descriptors";
-    default: return "connect-failed";
+    case std::errc::too_many_files_open_in_system:
+      return "out-of-descriptors";
+    default:
+      return "connect-failed";
   }
 }
 

@@ -1,10 +1,10 @@
 // Parsing and printing of human durations.
 #include "tunnel/duration.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace tunnel {
 
@@ -21,11 +21,16 @@ Duration parse_duration(std::string_view text) {
   if (ec != std::errc{}) throw bad("the number is too large");
   std::string_view unit = text.substr(digits);
   uint64_t scale = 0;
-  if (unit == "ms") scale = 1;
-  else if (unit == "s") scale = 1000;
-  else if (unit == "m") scale = 60'000;
-  else if (unit == "h") scale = 3'600'000;
-  else throw bad(unit.empty() ? "the unit is missing" : "the unit is not one of ms, s, m, h");
+  if (unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  else
+    throw bad(unit.empty() ? "the unit is missing" : "the unit is not one of ms, s, m, h");
   // Cap at a day in milliseconds times a thousand: far beyond any sane timeout, no overflow.
   if (value > 86'400'000'000ULL / scale) throw bad("it is too long");
   return Duration(static_cast<int64_t>(value * scale));

@@ -26,7 +26,9 @@ uint32_t from_epoll(uint32_t events) {
   return bits;
 }
 
-std::error_code last_error() { return {errno, std::system_category()}; }
+std::error_code last_error() {
+  return {errno, std::system_category()};
+}
 
 class EpollPoller final : public Poller {
  public:
@@ -44,7 +46,8 @@ class EpollPoller final : public Poller {
   void remove(int fd) override { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
   std::error_code wait(std::vector<ReadyEvent>& out, int timeout_ms) override {
-    int n = ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
+    int n =
+        ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
     if (n < 0) return errno == EINTR ? std::error_code{} : last_error();
     for (int i = 0; i < n; ++i) out.push_back({events_[i].data.ptr, from_epoll(events_[i].events)});
     // A full batch suggests more are waiting: take more per call next time.
@@ -70,6 +73,8 @@ class EpollPoller final : public Poller {
 
 }  // namespace
 
-std::unique_ptr<Poller> make_poller() { return std::make_unique<EpollPoller>(); }
+std::unique_ptr<Poller> make_poller() {
+  return std::make_unique<EpollPoller>();
+}
 
 }  // namespace tunnel

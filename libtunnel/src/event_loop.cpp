@@ -33,7 +33,9 @@ void EventLoop::run_once(int max_wait_ms) {
   run_deferred();
 }
 
-void EventLoop::defer(std::function<void()> task) { deferred_.push_back(std::move(task)); }
+void EventLoop::defer(std::function<void()> task) {
+  deferred_.push_back(std::move(task));
+}
 
 void EventLoop::run_deferred() {
   // Deferred work may defer more; it runs in this round too.

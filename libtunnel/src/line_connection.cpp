@@ -21,7 +21,9 @@ void LineConnection::send(std::string_view line) {
   flush();
 }
 
-void LineConnection::close() { channel_.close(); }
+void LineConnection::close() {
+  channel_.close();
+}
 
 void LineConnection::on_ready(uint32_t events) {
   if (events & kWritable) {

@@ -13,21 +13,26 @@ namespace {
 // Enough for a burst; the rest stay in the backlog and make the socket readable again.
 constexpr int kAcceptsPerEvent = 64;
 
-Fd open_reserve() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+Fd open_reserve() {
+  return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
 
 }  // namespace
 
 Listener::Listener(EventLoop& loop, std::string name, const std::vector<SocketAddress>& candidates,
                    OnAccept on_accept)
-    : loop_(loop), name_(std::move(name)), on_accept_(std::move(on_accept)), reserve_(open_reserve()) {
+    : loop_(loop),
+      name_(std::move(name)),
+      on_accept_(std::move(on_accept)),
+      reserve_(open_reserve()) {
   std::error_code ec;
   for (const auto& candidate : candidates) {
     Fd fd = listen_tcp(candidate, SOMAXCONN, ec);
     if (!fd) {
       // The IPv6 wildcard fails on hosts without IPv6: the IPv4 one is next in the list.
       if (ec == std::errc::address_family_not_supported) continue;
-      throw std::runtime_error(fmt::format("cannot listen on {}: {}", candidate.to_string(),
-                                           ec.message()));
+      throw std::runtime_error(
+          fmt::format("cannot listen on {}: {}", candidate.to_string(), ec.message()));
     }
     address_ = local_address(fd.get());
     channel_ = std::make_unique<Channel>(loop_, std::move(fd), kReadable,

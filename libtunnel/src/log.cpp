@@ -16,12 +16,18 @@ bool g_journal = std::getenv("JOURNAL_STREAM") != nullptr;
 
 const char* name_of(Level l) {
   switch (l) {
-    case Level::trace: return "trace";
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
-    case Level::off: break;
+    case Level::trace:
+      return "trace";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
+    case Level::off:
+      break;
   }
   return "off";
 }
@@ -30,10 +36,14 @@ const char* name_of(Level l) {
 int priority_of(Level l) {
   switch (l) {
     case Level::trace:
-    case Level::debug: return 7;
-    case Level::info: return 6;
-    case Level::warn: return 4;
-    default: return 3;
+    case Level::debug:
+      return 7;
+    case Level::info:
+      return 6;
+    case Level::warn:
+      return 4;
+    default:
+      return 3;
   }
 }
 
@@ -46,9 +56,15 @@ Level parse_level(std::string_view text) {
       fmt::format("'{}' is not a log level (trace, debug, info, warn, error, off)", text));
 }
 
-void set_level(Level l) { g_level = l; }
-Level level() { return g_level; }
-void set_journal_mode(bool on) { g_journal = on; }
+void set_level(Level l) {
+  g_level = l;
+}
+Level level() {
+  return g_level;
+}
+void set_journal_mode(bool on) {
+  g_journal = on;
+}
 
 void write(Level l, std::string_view message) {
   std::string line;

@@ -110,6 +110,19 @@ MetricsEndpoint::MetricsEndpoint(EventLoop& loop, const HostPort& where,
 
 MetricsEndpoint::~MetricsEndpoint() = default;
 
+std::unique_ptr<MetricsEndpoint> MetricsEndpoint::start_if_asked(
+    EventLoop& loop, const std::optional<HostPort>& where, std::function<std::string()> render) {
+  if (!where) return nullptr;
+  std::unique_ptr<MetricsEndpoint> endpoint;
+  try {
+    endpoint = std::make_unique<MetricsEndpoint>(loop, *where, std::move(render));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("--metrics-listen: {}", e.what()));
+  }
+  TLOG_INFO("event=listening side=metrics addr={}", endpoint->address().to_string());
+  return endpoint;
+}
+
 void MetricsEndpoint::finished(uint64_t key) {
   // Destroyed after this batch: we are inside the exchange's own callback.
   auto it = exchanges_.find(key);

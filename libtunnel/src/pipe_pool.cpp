@@ -6,7 +6,8 @@
 
 namespace tunnel {
 
-PipePool::PipePool(size_t max_pipes, size_t pipe_size) : max_pipes_(max_pipes), pipe_size_(pipe_size) {}
+PipePool::PipePool(size_t max_pipes, size_t pipe_size)
+    : max_pipes_(max_pipes), pipe_size_(pipe_size) {}
 
 Pipe PipePool::acquire() {
   acquired_since_trim_ = true;

@@ -30,7 +30,9 @@ bool any_empty(const std::vector<std::string_view>& words) {
   return false;
 }
 
-Malformed bad(std::string reason) { return {std::string(kErrBadRequest), std::move(reason)}; }
+Malformed bad(std::string reason) {
+  return {std::string(kErrBadRequest), std::move(reason)};
+}
 
 std::vector<std::string> features_from(const std::vector<std::string_view>& words, size_t first) {
   std::vector<std::string> features;
@@ -117,18 +119,30 @@ Parsed parse_message(std::string_view line) {
 std::string control_hello(const std::vector<std::string>& features) {
   return join_features(fmt::format("{} CONTROL", kVersionTag), features);
 }
-std::string data_hello(const ConnId& id) { return fmt::format("{} DATA {}\n", kVersionTag, id.hex()); }
-std::string ok(const std::vector<std::string>& features) { return join_features("OK", features); }
+std::string data_hello(const ConnId& id) {
+  return fmt::format("{} DATA {}\n", kVersionTag, id.hex());
+}
+std::string ok(const std::vector<std::string>& features) {
+  return join_features("OK", features);
+}
 std::string err(std::string_view code, std::string_view text) {
   // No trailing space when there is no text: the grammar has no empty words.
   return text.empty() ? fmt::format("ERR {}\n", code) : fmt::format("ERR {} {}\n", code, text);
 }
-std::string new_conn(const ConnId& id) { return fmt::format("NEW {}\n", id.hex()); }
-std::string close_conn(const ConnId& id) { return fmt::format("CLOSE {}\n", id.hex()); }
+std::string new_conn(const ConnId& id) {
+  return fmt::format("NEW {}\n", id.hex());
+}
+std::string close_conn(const ConnId& id) {
+  return fmt::format("CLOSE {}\n", id.hex());
+}
 std::string fail(const ConnId& id, std::string_view reason) {
   return fmt::format("FAIL {} {}\n", id.hex(), reason);
 }
-std::string ping(std::string_view token) { return fmt::format("PING {}\n", token); }
-std::string pong(std::string_view token) { return fmt::format("PONG {}\n", token); }
+std::string ping(std::string_view token) {
+  return fmt::format("PING {}\n", token);
+}
+std::string pong(std::string_view token) {
+  return fmt::format("PONG {}\n", token);
+}
 
 }  // namespace tunnel::protocol

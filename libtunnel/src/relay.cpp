@@ -3,13 +3,12 @@
 #include "tunnel/relay.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "tunnel/socket.hpp"
 
@@ -22,7 +21,9 @@ constexpr size_t kBufferSize = 64 * 1024;
 constexpr int kRoundsPerEvent = 4;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
-const char* side_name(int side) { return side == 0 ? "a" : "b"; }
+const char* side_name(int side) {
+  return side == 0 ? "a" : "b";
+}
 
 // splice(2) into a socket has no MSG_NOSIGNAL: a peer gone mid-write raises SIGPIPE, which kills a
 // process that did not ignore it. The relay's thread keeps SIGPIPE blocked, and the one raised by
@@ -65,9 +66,12 @@ struct Relay::Flow {
 
   size_t room() const {
     switch (mode) {
-      case Mode::pipe: return pipe.capacity - pending;
-      case Mode::buffer: return kBufferSize - buffer_start - pending;
-      case Mode::idle: break;
+      case Mode::pipe:
+        return pipe.capacity - pending;
+      case Mode::buffer:
+        return kBufferSize - buffer_start - pending;
+      case Mode::idle:
+        break;
     }
     return kBufferSize;
   }
@@ -84,8 +88,9 @@ Relay::Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done)
     flow_[side] = std::make_unique<Flow>();
     flow_[side]->from = side;
     flow_[side]->to = 1 - side;
-    side_[side] = std::make_unique<Channel>(loop_, std::move(fds[side]), kReadable,
-                                            [this, side](uint32_t events) { on_ready(side, events); });
+    side_[side] =
+        std::make_unique<Channel>(loop_, std::move(fds[side]), kReadable,
+                                  [this, side](uint32_t events) { on_ready(side, events); });
   }
 }
 
@@ -94,8 +99,12 @@ Relay::~Relay() {
     if (flow && flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
 }
 
-uint64_t Relay::bytes_a_to_b() const { return flow_[0]->delivered; }
-uint64_t Relay::bytes_b_to_a() const { return flow_[1]->delivered; }
+uint64_t Relay::bytes_a_to_b() const {
+  return flow_[0]->delivered;
+}
+uint64_t Relay::bytes_b_to_a() const {
+  return flow_[1]->delivered;
+}
 
 void Relay::abort(std::string reason) {
   if (!finished_) fail(std::move(reason));
@@ -139,7 +148,8 @@ void Relay::pump(Flow& flow) {
       }
       ssize_t n;
       if (flow.mode == Flow::Mode::pipe) {
-        n = ::splice(from_fd, nullptr, flow.pipe.write_end.get(), nullptr, flow.room(), kSpliceFlags);
+        n = ::splice(from_fd, nullptr, flow.pipe.write_end.get(), nullptr, flow.room(),
+                     kSpliceFlags);
         if (n < 0 && errno == EINVAL && flow.pending == 0) {
           // This pair of descriptors cannot splice: use the buffer path from now on.
           flow.splice_unsupported = true;

@@ -10,7 +10,9 @@
 namespace tunnel {
 namespace {
 
-std::error_code last_error() { return {errno, std::system_category()}; }
+std::error_code last_error() {
+  return {errno, std::system_category()};
+}
 
 void set_int_option(int fd, int level, int name, int value) {
   ::setsockopt(fd, level, name, &value, sizeof value);
@@ -69,7 +71,9 @@ std::error_code take_socket_error(int fd) {
   return {error, std::system_category()};
 }
 
-void set_nodelay(int fd) { set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
+void set_nodelay(int fd) {
+  set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+}
 
 void set_keepalive(int fd, std::chrono::seconds idle, std::chrono::seconds interval, int count) {
   set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);

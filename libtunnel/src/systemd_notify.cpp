@@ -26,8 +26,8 @@ bool notify(std::string_view state) {
   if (!fd) return false;
   auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length);
   return ::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL,
-                  reinterpret_cast<const sockaddr*>(&address), size) ==
-         static_cast<ssize_t>(state.size());
+                  reinterpret_cast<const sockaddr*>(&address),
+                  size) == static_cast<ssize_t>(state.size());
 }
 
 namespace {

@@ -11,7 +11,9 @@ TimerId TimerQueue::schedule(Clock::time_point deadline, std::function<void()> c
   return id;
 }
 
-void TimerQueue::cancel(TimerId id) { live_.erase(id); }
+void TimerQueue::cancel(TimerId id) {
+  live_.erase(id);
+}
 
 int TimerQueue::next_timeout_ms(Clock::time_point now) {
   drop_cancelled_top();

@@ -1,5 +1,5 @@
-// Reconnect delays: exponential with full jitter (a uniformly random delay up to the current bound),
-// so that many clients cut off together do not come back in step.
+// Reconnect delays: exponential with full jitter (a uniformly random delay up to the current
+// bound), so that many clients cut off together do not come back in step.
 #pragma once
 
 #include <random>

@@ -1,6 +1,6 @@
 // A listening socket on the loop: accepts until EAGAIN and hands each connection over. Survives
-// descriptor exhaustion (EMFILE/ENFILE) without spinning: a reserve descriptor is freed to accept and
-// drop the waiting connection, and the event is logged at most once per second.
+// descriptor exhaustion (EMFILE/ENFILE) without spinning: a reserve descriptor is freed to accept
+// and drop the waiting connection, and the event is logged at most once per second.
 #pragma once
 
 #include <functional>

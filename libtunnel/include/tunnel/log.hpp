@@ -14,7 +14,9 @@ enum class Level { trace = 0, debug = 1, info = 2, warn = 3, error = 4, off = 5 
 Level parse_level(std::string_view text);  // throws std::invalid_argument
 void set_level(Level level);
 Level level();
-inline bool enabled(Level l) { return l >= level(); }
+inline bool enabled(Level l) {
+  return l >= level();
+}
 // Decided once from the environment at start; tests may force it.
 void set_journal_mode(bool on);
 

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -18,6 +19,11 @@ class MetricsEndpoint {
   // address) when it cannot listen.
   MetricsEndpoint(EventLoop& loop, const HostPort& where, std::function<std::string()> render);
   ~MetricsEndpoint();
+
+  // The endpoint when `where` is set, else nothing. Logs the bound address; errors name the flag.
+  static std::unique_ptr<MetricsEndpoint> start_if_asked(EventLoop& loop,
+                                                         const std::optional<HostPort>& where,
+                                                         std::function<std::string()> render);
   const SocketAddress& address() const { return listener_.address(); }
 
  private:

@@ -1,5 +1,5 @@
-// A bounded pool of pipes for splice(2). A relay holds a pipe only while bytes sit in it and gives it
-// back empty, so idle connections cost no pipes (HAProxy's approach).
+// A bounded pool of pipes for splice(2). A relay holds a pipe only while bytes sit in it and gives
+// it back empty, so idle connections cost no pipes (HAProxy's approach).
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,8 @@
 // Moves bytes both ways between two connected sockets until both directions have ended, unchanged,
-// with end-to-end half-close: when one side finishes sending, the other is shut down for writing once
-// the bytes in flight are delivered, and the reverse direction keeps flowing. An error or reset on
-// either side resets the other. Linux: splice(2) through pooled pipes; a buffer path otherwise.
+// with end-to-end half-close: when one side finishes sending, the other is shut down for writing
+// once the bytes in flight are delivered, and the reverse direction keeps flowing. An error or
+// reset on either side resets the other. Linux: splice(2) through pooled pipes; a buffer path
+// otherwise.
 #pragma once
 
 #include <cstdint>
