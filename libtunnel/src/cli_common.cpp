@@ -94,6 +94,10 @@ int parse(CLI::App& app, int argc, char** argv) {
     fmt::print(stderr, "{}: --config {}: {}\n", app.get_name(),
                config && config->count() ? config->as<std::string>() : "", what);
     return 2;
+  } catch (const CLI::FileError& e) {
+    // Only the config file is read while parsing; CLI11's message names the file, not the option.
+    fmt::print(stderr, "{}: --config: {}\n", app.get_name(), e.what());
+    return 2;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     // One line: which option, what is wrong. No usage dump after it.

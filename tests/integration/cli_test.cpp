@@ -116,15 +116,25 @@ TEST_CASE("bad address: exit code 2 and one line naming the option") {
 TEST_CASE("unknown config key: exit code 2 and one line naming the key") {
   ConfigFile config("pair-timeout = \"2s\"\nno-such-key = 1\n");
   require_one_line(run(server_binary(), ephemeral_and({"--config", config.path.string()})), 2,
-                   {"no-such-key"});
+                   {"--config", "no-such-key"});
 }
 
-TEST_CASE("missing config file: exit code 2 and one line naming the file") {
+TEST_CASE("bad value in the config file: exit code 2 and one line naming the key and the value") {
+  ConfigFile config("pair-timeout = \"soon\"\n");
+  require_one_line(run(server_binary(), ephemeral_and({"--config", config.path.string()})), 2,
+                   {"pair-timeout", "soon"});
+  ConfigFile client_config("server = \"127.0.0.1:1\"\ntarget = \"no-port\"\n");
+  require_one_line(run(client_binary(), {"--config", client_config.path.string()}), 2,
+                   {"target", "no-port"});
+}
+
+TEST_CASE("missing config file: exit code 2 and one line naming --config and the file") {
   const std::string missing = "/nonexistent-dir/tunnel-it-missing.conf";
-  require_one_line(run(server_binary(), ephemeral_and({"--config", missing})), 2, {missing});
+  require_one_line(run(server_binary(), ephemeral_and({"--config", missing})), 2,
+                   {"--config", missing});
   require_one_line(run(client_binary(),
                        {"--server", "127.0.0.1:1", "--target", "127.0.0.1:2", "--config", missing}),
-                   2, {missing});
+                   2, {"--config", missing});
 }
 
 TEST_CASE("cannot bind A: exit code 1 and one line naming --listen-a, the address and the error") {

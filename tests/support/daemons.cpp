@@ -50,6 +50,14 @@ std::string loopback(uint16_t port) {
   return "127.0.0.1:" + std::to_string(port);
 }
 
+Match conn_failed(const std::string& reason) {
+  return Match::regex("event=conn-failed conn=[0-9a-f]{8} .*reason=" + reason + "( |$)");
+}
+
+Match shed(const std::string& reason) {
+  return Match::regex("event=conn-failed .*reason=" + reason + "( |$)");
+}
+
 Server::Server(std::vector<std::string> extra)
     : process_("tunnel-server", with_log_level({server_binary(), "--listen-a", "127.0.0.1:0",
                                                 "--listen-b", "127.0.0.1:0"},

@@ -64,4 +64,9 @@ class Client {
 // "127.0.0.1:<port>"
 std::string loopback(uint16_t port);
 
+// The server's `event=conn-failed conn=XXXXXXXX ... reason=<reason>` line of the contract.
+Match conn_failed(const std::string& reason);
+// The same for a connection shed at accept, which has no id yet and may carry no conn= field.
+Match shed(const std::string& reason);
+
 }  // namespace tunnel::test

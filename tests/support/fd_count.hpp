@@ -30,9 +30,8 @@ size_t count_fds(pid_t pid);
 FdCensus settled_census(pid_t pid, Millis settle = Millis(150), Millis timeout = Millis(5000));
 
 // Waits until `pid` is back to `baseline`: exactly as many sockets and other descriptors, and at
-// most `idle_pipe_fds` more pipe ends. Splice pipes go back to a pool when a relay ends (DESIGN §3,
-// as in HAProxy) and are kept for reuse, so a bounded number of idle pipes is not a leak; a leak
-// grows with the number of connections, the pool only with their concurrency.
+// most `idle_pipe_fds` more pipe ends (0: exactly the baseline). The daemons' pipe pools close idle
+// pipes a few seconds after the last relay, so a wait long enough for that expects exactly zero.
 // Throws WaitTimeout with both listings when the deadline passes.
 void wait_fds_back(pid_t pid, const FdCensus& baseline, size_t idle_pipe_fds, Millis timeout,
                    const std::string& who);
