@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 
+#include <cerrno>
+
 #include <stdexcept>
 
 #include "tunnel/socket.hpp"
@@ -51,7 +53,9 @@ void Listener::on_readable() {
       continue;
     }
     if (!ec) return;  // backlog empty
-    if (ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system) {
+    // Compare the raw value: error_code's operator== is a virtual call, and with no descriptor
+    // left even the sanitizers' checks of that call fail.
+    if (ec.value() == EMFILE || ec.value() == ENFILE) {
       shed_one();
     } else {
       TLOG_WARN("event=accept-failed listener={} error=\"{}\"", name_, ec.message());

@@ -58,10 +58,10 @@ class MetricsEndpoint::Exchange {
       return done();
     }
     request_.append(chunk, static_cast<size_t>(n));
-    if (request_.find("\r\n\r\n") != std::string::npos) {
-      reply_ = answer(request_, owner_.render_);
-    } else if (request_.size() > kMaxRequest) {
+    if (request_.size() > kMaxRequest) {
       reply_ = response(400, "Bad Request", "text/plain", "request too large\n");
+    } else if (request_.find("\r\n\r\n") != std::string::npos) {
+      reply_ = answer(request_, owner_.render_);
     } else {
       return;
     }
