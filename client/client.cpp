@@ -20,14 +20,14 @@ constexpr int kKeepaliveCount = 3;
 
 }  // namespace
 
-Client::Client(EventLoop& loop, const ClientConfig& config, const SocketAddress& server,
-               const SocketAddress& target)
+Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses server,
+               SocketAddresses target)
     : loop_(loop),
       config_(config),
-      server_(server),
-      target_(target),
+      server_(std::move(server)),
+      target_(std::move(target)),
       pipe_trimmer_(loop, pipes_),
-      control_(loop, server, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
+      control_(loop, server_, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) { on_new(id); },
                                          [this](const ConnId& id) { on_close(id); }}),

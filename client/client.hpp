@@ -18,8 +18,8 @@ namespace tunnel::client {
 
 class Client {
  public:
-  Client(EventLoop& loop, const ClientConfig& config, const SocketAddress& server,
-         const SocketAddress& target);
+  Client(EventLoop& loop, const ClientConfig& config, SocketAddresses server,
+         SocketAddresses target);
 
   void start() { control_.start(); }
   // Closes the control connection and the connections still being set up; calls `drained` once
@@ -39,8 +39,8 @@ class Client {
 
   EventLoop& loop_;
   ClientConfig config_;
-  SocketAddress server_;
-  SocketAddress target_;
+  SocketAddresses server_;
+  SocketAddresses target_;
   PipePool pipes_;
   PipeTrimmer pipe_trimmer_;
   ControlConnection control_;

@@ -12,11 +12,12 @@ constexpr Duration kStableAfter = std::chrono::minutes(1);
 
 }  // namespace
 
-ControlConnection::ControlConnection(EventLoop& loop, const SocketAddress& server,
+ControlConnection::ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
                                      Duration dial_timeout, Duration reconnect_max,
                                      HeartbeatSettings heartbeat, Events events)
     : loop_(loop),
       server_(server),
+      server_name_(server.front().to_string()),
       dial_timeout_(dial_timeout),
       events_(std::move(events)),
       backoff_(kFirstRetry, reconnect_max),
@@ -34,7 +35,7 @@ ControlConnection::ControlConnection(EventLoop& loop, const SocketAddress& serve
       stable_(loop, [this] { backoff_.reset(); }) {}
 
 void ControlConnection::start() {
-  TLOG_INFO("event=connecting server={}", server_.to_string());
+  TLOG_INFO("event=connecting server={}", server_name_);
   connect();
 }
 
@@ -44,7 +45,7 @@ void ControlConnection::move_to(ControlState next) {
 
 void ControlConnection::connect() {
   move_to(ControlState::connecting);
-  TLOG_DEBUG("event=connecting server={}", server_.to_string());
+  TLOG_DEBUG("event=connecting server={}", server_name_);
   connector_ = std::make_unique<Connector>(
       loop_, server_, dial_timeout_,
       [this](Fd fd, std::error_code error) { on_connected(std::move(fd), error); });
@@ -76,7 +77,7 @@ void ControlConnection::on_line(std::string_view line) {
     if (message.verb == protocol::Verb::ok) {
       move_to(ControlState::online);
       stable_.arm(kStableAfter);
-      TLOG_INFO("event=online server={}", server_.to_string());
+      TLOG_INFO("event=online server={}", server_name_);
       return events_.on_online();
     }
     if (message.verb == protocol::Verb::err)
@@ -120,8 +121,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
   move_to(ControlState::backing_off);
   auto delay = backoff_.next();
   // One line per failed attempt, carrying the next delay: never a flood, always the reason.
-  TLOG_WARN("event={} server={} {} retry_in_ms={}", event, server_.to_string(), fields,
-            delay.count());
+  TLOG_WARN("event={} server={} {} retry_in_ms={}", event, server_name_, fields, delay.count());
   retry_.arm(delay);
 }
 

@@ -26,7 +26,8 @@ class ControlConnection {
     std::function<void(const ConnId&)> on_close;
   };
 
-  ControlConnection(EventLoop& loop, const SocketAddress& server, Duration dial_timeout,
+  // `server` must outlive this object.
+  ControlConnection(EventLoop& loop, std::span<const SocketAddress> server, Duration dial_timeout,
                     Duration reconnect_max, HeartbeatSettings heartbeat, Events events);
 
   void start();
@@ -47,7 +48,8 @@ class ControlConnection {
   void move_to(ControlState next);
 
   EventLoop& loop_;
-  SocketAddress server_;
+  std::span<const SocketAddress> server_;
+  std::string server_name_;  // for logs: the first address
   Duration dial_timeout_;
   Events events_;
   ControlState state_ = ControlState::backing_off;

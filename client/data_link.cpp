@@ -26,8 +26,9 @@ const char* name_of(LinkState state) {
 
 }  // namespace
 
-DataLink::DataLink(EventLoop& loop, const ConnId& id, const SocketAddress& server,
-                   const SocketAddress& target, Duration dial_timeout, Ready ready, Failed failed)
+DataLink::DataLink(EventLoop& loop, const ConnId& id, std::span<const SocketAddress> server,
+                   std::span<const SocketAddress> target, Duration dial_timeout, Ready ready,
+                   Failed failed)
     : id_(id), ready_(std::move(ready)), failed_(std::move(failed)) {
   server_dial_ = std::make_unique<Connector>(
       loop, server, dial_timeout,

@@ -26,8 +26,10 @@ class DataLink {
   // `reason` is a FAIL reason word (connection-refused, timeout, ...); `to_target` says which dial.
   using Failed = std::function<void(std::string_view reason, bool to_target)>;
 
-  DataLink(EventLoop& loop, const ConnId& id, const SocketAddress& server,
-           const SocketAddress& target, Duration dial_timeout, Ready ready, Failed failed);
+  // `server` and `target` must outlive the link.
+  DataLink(EventLoop& loop, const ConnId& id, std::span<const SocketAddress> server,
+           std::span<const SocketAddress> target, Duration dial_timeout, Ready ready,
+           Failed failed);
   LinkState state() const { return state_; }
 
  private:

@@ -69,8 +69,9 @@ void PendingTable::admit(Fd external) {
 }
 
 void PendingTable::announce(Entry& entry) {
-  entry.state = PendingState::announced;
+  if (!client_.online()) return;
   client_.send_line(protocol::new_conn(entry.id));
+  entry.state = PendingState::announced;
   TLOG_DEBUG("event=announced conn={}", entry.id.short_hex());
 }
 

@@ -196,7 +196,10 @@ void Server::refuse_busy(const Fd& fd) {
   auto answer = protocol::err(protocol::kErrBusy, "a client is already connected");
   send_nosignal(fd.get(), answer.data(), answer.size());
   ++counters_.control_refused;
-  TLOG_INFO("event=control-refused reason=busy peer={}", peer_address(fd.get()).to_string());
+  uint64_t suppressed = 0;
+  if (busy_log_.allow(suppressed))
+    TLOG_INFO("event=control-refused reason=busy peer={} suppressed={}",
+              peer_address(fd.get()).to_string(), suppressed);
 }
 
 void Server::open_session(Fd fd) {

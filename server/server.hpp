@@ -76,6 +76,7 @@ class Server final : public ClientLink {
   std::unordered_map<ConnId, ActiveRelay, ConnIdHash> relays_;
 
   log::RateLimit b_refusal_log_;
+  log::RateLimit busy_log_;
   std::function<void()> drained_;
 
   ServerCounters counters_;

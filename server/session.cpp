@@ -31,8 +31,9 @@ Session::Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings hear
 void Session::closed(std::string_view reason) {
   connection_.close();
   heartbeat_.stop();
-  finish_probe(false);
+  // The owner hears why first; a probe still waiting then learns the session is gone.
   events_.on_closed(reason);
+  finish_probe(false);
 }
 
 void Session::on_line(std::string_view line) {

@@ -68,7 +68,7 @@ std::string SocketAddress::to_string() const {
   return "unknown";
 }
 
-std::vector<SocketAddress> resolve(const HostPort& where, bool passive) {
+SocketAddresses resolve(const HostPort& where, bool passive) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

@@ -7,31 +7,54 @@
 
 namespace tunnel {
 
-namespace {
-
-Fd begin_connect(const SocketAddress& to, std::error_code& error) {
-  Fd fd = start_connect(to, error);
-  if (!fd && !error) error = std::make_error_code(std::errc::io_error);
-  return fd;
+Connector::Connector(EventLoop& loop, std::span<const SocketAddress> candidates, Duration timeout,
+                     Done done)
+    : loop_(loop),
+      candidates_(candidates),
+      deadline_(loop, [this] { finish(std::make_error_code(std::errc::timed_out)); }),
+      advance_(loop,
+               [this] {
+                 if (next_ < candidates_.size()) return try_next();
+                 finish(last_error_);
+               }),
+      done_(std::move(done)) {
+  deadline_.arm(timeout);
+  try_next();
 }
 
-}  // namespace
+// Starts the next candidate; candidates that fail at once (no route, no descriptors) are skipped.
+// With none left, the last error is reported, always from the loop: never from the constructor.
+void Connector::try_next() {
+  attempt_.reset();
+  while (next_ < candidates_.size()) {
+    std::error_code error;
+    Fd fd = start_connect(candidates_[next_++], error);
+    if (fd) {
+      attempt_.emplace(loop_, std::move(fd), kWritable,
+                       [this](uint32_t) { on_attempt_done(take_socket_error(attempt_->fd())); });
+      return;
+    }
+    last_error_ = error ? error : std::make_error_code(std::errc::io_error);
+  }
+  if (!last_error_) last_error_ = std::make_error_code(std::errc::address_not_available);
+  advance_.arm(Duration::zero());
+}
 
-Connector::Connector(EventLoop& loop, const SocketAddress& to, Duration timeout, Done done)
-    : channel_(loop, begin_connect(to, error_), kWritable,
-               [this](uint32_t) { finish(take_socket_error(channel_.fd())); }),
-      deadline_(loop,
-                [this] { finish(error_ ? error_ : std::make_error_code(std::errc::timed_out)); }),
-      done_(std::move(done)) {
-  // Immediate failures (no route, no descriptors) are reported from the loop, never from inside
-  // the constructor, so the owner sees the same order of events either way.
-  deadline_.arm(error_ ? Duration::zero() : timeout);
+void Connector::on_attempt_done(std::error_code error) {
+  if (!error) return finish({});
+  last_error_ = error;
+  // A refused or unreachable address is not the end while the name has others. The next attempt
+  // starts from the loop, not inside this one's handler.
+  attempt_->close();
+  if (next_ < candidates_.size()) return advance_.arm(Duration::zero());
+  finish(error);
 }
 
 void Connector::finish(std::error_code error) {
   if (!done_) return;
   deadline_.cancel();
-  Fd fd = channel_.release();
+  advance_.cancel();
+  Fd fd = attempt_ ? attempt_->release() : Fd();
   if (error) fd.reset();
   auto done = std::move(done_);
   done_ = nullptr;

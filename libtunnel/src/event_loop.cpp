@@ -26,11 +26,24 @@ void EventLoop::run_once(int max_wait_ms) {
   }
   // Index loop: forget() may null entries of this batch while we walk it.
   for (size_t i = 0; i < batch_.size(); ++i) {
-    if (auto* channel = static_cast<Channel*>(batch_[i].owner)) channel->dispatch(batch_[i].events);
+    if (auto* channel = static_cast<Channel*>(batch_[i].owner))
+      guarded([&] { channel->dispatch(batch_[i].events); });
   }
   batch_.clear();
-  timers_.run_expired(now());
+  guarded([&] { timers_.run_expired(now()); });
   run_deferred();
+}
+
+// Handlers report errors as values; an exception here is a resource failure deep inside one
+// connection's set-up (epoll_ctl out of memory, no random bytes). It costs that event, not the
+// daemon and every other connection with it.
+template <typename Work>
+void EventLoop::guarded(Work&& work) {
+  try {
+    work();
+  } catch (const std::exception& e) {
+    TLOG_ERROR("event=internal-error error=\"{}\"", e.what());
+  }
 }
 
 void EventLoop::defer(std::function<void()> task) {
@@ -42,7 +55,7 @@ void EventLoop::run_deferred() {
   while (!deferred_.empty()) {
     auto tasks = std::move(deferred_);
     deferred_.clear();
-    for (auto& task : tasks) task();
+    for (auto& task : tasks) guarded(task);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "tunnel/duration.hpp"
 #include "tunnel/socket.hpp"
 
 namespace tunnel {
@@ -13,22 +14,28 @@ namespace tunnel {
 LineConnection::LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose on_close)
     : channel_(loop, std::move(fd), kReadable, [this](uint32_t events) { on_ready(events); }),
       on_line_(std::move(on_line)),
-      on_close_(std::move(on_close)) {}
+      on_close_(std::move(on_close)),
+      report_loss_(loop, [this] { on_close_(deferred_loss_); }) {}
 
 void LineConnection::send(std::string_view line) {
   if (!open()) return;
   outgoing_.append(line);
-  flush();
+  if (auto broken = flush()) {
+    channel_.close();
+    outgoing_.clear();
+    deferred_loss_ = std::move(*broken);
+    report_loss_.arm(Duration::zero());
+  }
 }
 
 void LineConnection::close() {
   channel_.close();
+  report_loss_.cancel();
 }
 
 void LineConnection::on_ready(uint32_t events) {
   if (events & kWritable) {
-    flush();
-    if (!open()) return;
+    if (auto broken = flush()) return lost(*broken);
   }
   if (!(events & (kReadable | kHangup | kError))) return;
   char chunk[4096];
@@ -46,7 +53,7 @@ void LineConnection::on_ready(uint32_t events) {
   if (reader_.overflowed()) lost("line too long");
 }
 
-void LineConnection::flush() {
+std::optional<std::string> LineConnection::flush() {
   while (!outgoing_.empty()) {
     long n = send_nosignal(channel_.fd(), outgoing_.data(), outgoing_.size());
     if (n > 0) {
@@ -54,10 +61,11 @@ void LineConnection::flush() {
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-    return lost(n < 0 ? std::strerror(errno) : "write returned nothing");
+    return n < 0 ? std::strerror(errno) : "write returned nothing";
   }
-  if (outgoing_.size() > kMaxQueued) return lost("peer stopped reading");
+  if (outgoing_.size() > kMaxQueued) return "peer stopped reading";
   channel_.set_interest(outgoing_.empty() ? kReadable : (kReadable | kWritable));
+  return std::nullopt;
 }
 
 void LineConnection::lost(std::string_view reason) {

@@ -60,7 +60,11 @@ struct Relay::Flow {
   size_t buffer_start = 0;
   size_t pending = 0;  // read from `from`, not yet written to `to`
   bool splice_unsupported = false;
-  bool eof = false;   // `from` will send nothing more
+  bool eof = false;  // `from` will send nothing more
+  // A pipe fills by slots (one per page or segment), not bytes: small segments can fill it with
+  // far fewer bytes than its capacity. Once splice says so, reading waits for the next write, or
+  // a level-triggered poller would report the readable source forever.
+  bool pipe_full = false;
   bool shut = false;  // that end was passed on to `to` as a FIN
   uint64_t delivered = 0;
 
@@ -75,7 +79,7 @@ struct Relay::Flow {
     }
     return kBufferSize;
   }
-  bool wants_read() const { return !eof && room() > 0; }
+  bool wants_read() const { return !eof && !pipe_full && room() > 0; }
 };
 
 Relay::Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done)
@@ -166,7 +170,10 @@ void Relay::pump(Flow& flow) {
         progressed = true;
       } else if (n == 0) {
         flow.eof = true;
-      } else if (errno != EAGAIN && errno != EINTR) {
+      } else if (errno == EAGAIN) {
+        // With bytes in the pipe, EAGAIN may mean the pipe is out of slots, not the socket empty.
+        if (flow.mode == Flow::Mode::pipe && flow.pending > 0) flow.pipe_full = true;
+      } else if (errno != EINTR) {
         fail(fmt::format("{} reading side {}", std::strerror(errno), side_name(flow.from)));
         return;
       }
@@ -181,6 +188,7 @@ void Relay::pump(Flow& flow) {
       }
       if (n > 0) {
         flow.pending -= static_cast<size_t>(n);
+        flow.pipe_full = false;
         flow.delivered += static_cast<uint64_t>(n);
         if (flow.mode == Flow::Mode::buffer) flow.buffer_start += static_cast<size_t>(n);
         progressed = true;

@@ -196,3 +196,17 @@ TEST_CASE("none of the bad B peers disturbs an active tunnel connection") {
   check_undisturbed(t, live);
   live.check();
 }
+
+TEST_CASE("a control hello followed at once by a reset does not bring the server down") {
+  // The OK answer meets a reset socket: the session must end from the loop, not under the code
+  // that was still opening it (this once crashed the server).
+  Server server;
+  for (int i = 0; i < 50; ++i) {
+    Socket b = raw_b(server, "TUNNEL/1 CONTROL\n");
+    reset_close(b);
+  }
+  REQUIRE(server.process().running());
+  FakeControl control(server.port_b());
+  CHECK(control.answer() == "OK");
+  CHECK(server.process().running());
+}

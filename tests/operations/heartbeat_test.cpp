@@ -140,7 +140,8 @@ TEST_CASE(
   // Bounds 200, 400, 800, 1600, 3200: all five at or under 100 ms has odds of 1 in 32768.
   CHECK(*std::max_element(busy.begin(), busy.end()) > 100);
   CHECK(trips >= 3);
-  CHECK(server.log().count("event=control-refused reason=busy", server_cont_mark) >= kRefusals);
+  // The server logs refusals rate-limited (at most one a second), so it has at least one line.
+  CHECK(server.log().count("event=control-refused reason=busy", server_cont_mark) >= 1);
   CHECK_FALSE(server.log().find("event=client-online session=3").has_value());
   CHECK_FALSE(second.log().find("event=control-lost", second_mark).has_value());
 }

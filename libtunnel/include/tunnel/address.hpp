@@ -27,10 +27,13 @@ struct SocketAddress {
   std::string to_string() const;  // numeric host:port, IPv6 in brackets
 };
 
+// Every address a name resolved to, tried in order when connecting.
+using SocketAddresses = std::vector<SocketAddress>;
+
 // Resolves with getaddrinfo. This may block on DNS, so it is called only at start-up, before the
 // event loop runs. For `:port` with passive=true it yields the IPv6 wildcard (dual-stack) and the
 // IPv4 wildcard as fallback. Throws std::runtime_error when nothing resolves.
-std::vector<SocketAddress> resolve(const HostPort& where, bool passive);
+SocketAddresses resolve(const HostPort& where, bool passive);
 
 // The address a socket is bound to, and the one it is connected to.
 SocketAddress local_address(int fd);

@@ -37,6 +37,8 @@ class EventLoop {
 
  private:
   void run_deferred();
+  template <typename Work>
+  void guarded(Work&& work);
 
   std::unique_ptr<Poller> poller_;
   TimerQueue timers_;

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "tunnel/channel.hpp"
 #include "tunnel/line_reader.hpp"
+#include "tunnel/timer.hpp"
 
 namespace tunnel {
 
@@ -23,7 +25,9 @@ class LineConnection {
   // wants it gone destroys it through EventLoop::defer.
   LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose on_close);
 
-  // Queues a whole line (with its `\n`) and sends what the socket takes now.
+  // Queues a whole line (with its `\n`) and sends what the socket takes now. Never calls on_close
+  // itself: a failure found here closes the socket and is reported from the loop right after, so a
+  // caller can go on using its own state.
   void send(std::string_view line);
   // Closes now; on_close is not called.
   void close();
@@ -32,7 +36,8 @@ class LineConnection {
 
  private:
   void on_ready(uint32_t events);
-  void flush();
+  // Writes what the socket takes; returns the reason if the connection broke.
+  std::optional<std::string> flush();
   void lost(std::string_view reason);
 
   Channel channel_;
@@ -40,6 +45,8 @@ class LineConnection {
   std::string outgoing_;
   OnLine on_line_;
   OnClose on_close_;
+  std::string deferred_loss_;
+  Timer report_loss_;
 };
 
 }  // namespace tunnel

@@ -45,8 +45,13 @@ class RateLimit {
 
 }  // namespace tunnel::log
 
-#define TLOG_TRACE(...) ::tunnel::log::emit(::tunnel::log::Level::trace, __VA_ARGS__)
-#define TLOG_DEBUG(...) ::tunnel::log::emit(::tunnel::log::Level::debug, __VA_ARGS__)
-#define TLOG_INFO(...) ::tunnel::log::emit(::tunnel::log::Level::info, __VA_ARGS__)
-#define TLOG_WARN(...) ::tunnel::log::emit(::tunnel::log::Level::warn, __VA_ARGS__)
-#define TLOG_ERROR(...) ::tunnel::log::emit(::tunnel::log::Level::error, __VA_ARGS__)
+// The level is checked before the arguments are evaluated, so a disabled line costs nothing.
+#define TLOG_AT(level, ...)                                                     \
+  do {                                                                          \
+    if (::tunnel::log::enabled(level)) ::tunnel::log::emit(level, __VA_ARGS__); \
+  } while (false)
+#define TLOG_TRACE(...) TLOG_AT(::tunnel::log::Level::trace, __VA_ARGS__)
+#define TLOG_DEBUG(...) TLOG_AT(::tunnel::log::Level::debug, __VA_ARGS__)
+#define TLOG_INFO(...) TLOG_AT(::tunnel::log::Level::info, __VA_ARGS__)
+#define TLOG_WARN(...) TLOG_AT(::tunnel::log::Level::warn, __VA_ARGS__)
+#define TLOG_ERROR(...) TLOG_AT(::tunnel::log::Level::error, __VA_ARGS__)
