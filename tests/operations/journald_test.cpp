@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <regex>
+#include <tuple>
 
 #include "ops_support.hpp"
 #include "support/daemons.hpp"
@@ -87,13 +88,26 @@ TEST_CASE("without JOURNAL_STREAM, lines start with an ISO-8601 UTC timestamp an
 }
 
 TEST_CASE("log level warn (--log-level warn): info lines suppressed, warnings kept") {
-  const auto [port_a, port_b] = two_free_ports();
-  auto server = start_process("tunnel-server", {}, server_binary(),
-                              {"--listen-a", loopback(port_a), "--listen-b", loopback(port_b),
-                               "--log-level", "warn", "--pair-timeout", "300ms"});
-  // At warn the server announces nothing when it is up: wait until A takes connections.
-  wait_until([&] { return probe_connect("127.0.0.1", port_a, 200ms) == Reach::connected; },
-             kStartTimeout, "the server to accept on A");
+  // At warn the server announces nothing, not even its ports: it gets free ports chosen here, and
+  // is up once A and B both take connections (A is bound first, so A alone proves nothing). A port
+  // can be taken in between by someone else's connection; then the server exits and we retry.
+  uint16_t port_a = 0, port_b = 0;
+  std::unique_ptr<Process> server;
+  for (int attempt = 0; attempt < 5 && !server; ++attempt) {
+    std::tie(port_a, port_b) = two_free_ports();
+    server = start_process("tunnel-server", {}, server_binary(),
+                           {"--listen-a", loopback(port_a), "--listen-b", loopback(port_b),
+                            "--log-level", "warn", "--pair-timeout", "300ms"});
+    wait_until(
+        [&] {
+          return !server->running() ||
+                 (probe_connect("127.0.0.1", port_a, 200ms) == Reach::connected &&
+                  probe_connect("127.0.0.1", port_b, 200ms) == Reach::connected);
+        },
+        kStartTimeout, "the server to accept on A and B, or to exit");
+    if (!server->running()) server.reset();
+  }
+  REQUIRE(server);
   {
     // Info-level events: a client session, and an A connection nobody pairs.
     FakeControl control(port_b);

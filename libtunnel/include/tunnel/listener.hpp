@@ -9,6 +9,7 @@
 #include "tunnel/address.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/log.hpp"
+#include "tunnel/timer.hpp"
 
 namespace tunnel {
 
@@ -27,7 +28,7 @@ class Listener {
 
  private:
   void on_readable();
-  void shed_one();
+  bool shed_one();
 
   EventLoop& loop_;
   std::string name_;
@@ -35,7 +36,9 @@ class Listener {
   std::unique_ptr<Channel> channel_;
   OnAccept on_accept_;
   Fd reserve_;
+  Timer resume_;
   log::RateLimit exhausted_log_;
+  log::RateLimit failure_log_;
 };
 
 }  // namespace tunnel
