@@ -56,7 +56,7 @@ struct Relay::Flow {
   int to = 1;    // side index they go to
   Mode mode = Mode::idle;
   Pipe pipe;
-  std::unique_ptr<char[]> buffer;  // allocated the first time the buffer path is needed
+  std::unique_ptr<char[]> buffer;  // only while the buffer path holds bytes (see pump)
   size_t buffer_start = 0;
   size_t pending = 0;  // read from `from`, not yet written to `to`
   bool splice_unsupported = false;
@@ -146,7 +146,7 @@ void Relay::pump(Flow& flow) {
         if (flow.pipe) {
           flow.mode = Flow::Mode::pipe;
         } else {
-          if (!flow.buffer) flow.buffer = std::make_unique<char[]>(kBufferSize);
+          if (!flow.buffer) flow.buffer = std::make_unique_for_overwrite<char[]>(kBufferSize);
           flow.mode = Flow::Mode::buffer;
         }
       }
@@ -213,6 +213,9 @@ void Relay::pump(Flow& flow) {
     }
     if (!progressed || flow.eof) break;
   }
+  // A buffer taken because no pipe was free goes back once empty, so an idle relay holds no memory
+  // beyond its own state. Only descriptors that cannot splice keep theirs, being on it for good.
+  if (flow.pending == 0 && !flow.splice_unsupported) flow.buffer.reset();
 }
 
 void Relay::update_interest() {
