@@ -10,15 +10,6 @@
 #include "tunnel/systemd_notify.hpp"
 
 namespace tunnel::client {
-namespace {
-
-constexpr auto kSummaryInterval = std::chrono::minutes(1);
-// See the server: TCP keepalive ends data connections orphaned by a silent network failure.
-constexpr auto kKeepaliveIdle = std::chrono::seconds(30);
-constexpr auto kKeepaliveInterval = std::chrono::seconds(10);
-constexpr int kKeepaliveCount = 3;
-
-}  // namespace
 
 Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses server,
                SocketAddresses target)
@@ -26,19 +17,17 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
       config_(config),
       server_(std::move(server)),
       target_(std::move(target)),
-      pipe_trimmer_(loop, pipes_),
+      pipe_trimmer_(loop, PipePool::kTrimInterval, [this] { pipes_.trim_idle(); }),
       control_(loop, server_, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) { on_new(id); },
                                          [this](const ConnId& id) { on_close(id); }}),
       start_time_(static_cast<double>(std::time(nullptr))),
-      summary_timer_(loop, [this] {
-        summary_.log(counters_, gauges());
-        summary_timer_.arm(kSummaryInterval);
-      }) {
+      summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters_, gauges()); }) {
   metrics_ = MetricsEndpoint::start_if_asked(
       loop_, config_.daemon.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
-  summary_timer_.arm(kSummaryInterval);
+  summary_timer_.start();
+  pipe_trimmer_.start();
 }
 
 ClientGauges Client::gauges() const {
@@ -96,7 +85,7 @@ void Client::on_close(const ConnId& id) {
 void Client::on_link_ready(const ConnId& id, Fd data, Fd target) {
   links_.erase(id);
   ++counters_.relayed;
-  set_keepalive(data.get(), kKeepaliveIdle, kKeepaliveInterval, kKeepaliveCount);
+  set_keepalive(data.get());
   auto relay = std::make_unique<Relay>(
       loop_, pipes_, std::move(data), std::move(target), [this, id](const RelayOutcome& outcome) {
         TLOG_DEBUG(

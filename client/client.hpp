@@ -42,7 +42,7 @@ class Client {
   SocketAddresses server_;
   SocketAddresses target_;
   PipePool pipes_;
-  PipeTrimmer pipe_trimmer_;
+  PeriodicTimer pipe_trimmer_;
   ControlConnection control_;
   std::unordered_map<ConnId, std::unique_ptr<DataLink>, ConnIdHash> links_;
   std::unordered_map<ConnId, std::unique_ptr<Relay>, ConnIdHash> relays_;
@@ -53,7 +53,7 @@ class Client {
   ClientCounters counters_;
   double start_time_;
   ClientSummary summary_;
-  Timer summary_timer_;
+  PeriodicTimer summary_timer_;
   std::unique_ptr<MetricsEndpoint> metrics_;
 };
 

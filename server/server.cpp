@@ -17,12 +17,6 @@ namespace {
 constexpr size_t kMaxHandshakes = 4096;
 // Control connections that may wait for one probe together.
 constexpr size_t kMaxNewcomers = 8;
-constexpr auto kSummaryInterval = std::chrono::minutes(1);
-// Data connections outlive a silent network failure unless TCP itself probes them: after 30 s of
-// silence, 3 probes 10 s apart, so an orphan ends within about a minute.
-constexpr auto kKeepaliveIdle = std::chrono::seconds(30);
-constexpr auto kKeepaliveInterval = std::chrono::seconds(10);
-constexpr int kKeepaliveCount = 3;
 
 std::unique_ptr<Listener> bind_listener(EventLoop& loop, const char* option, const HostPort& where,
                                         Listener::OnAccept on_accept) {
@@ -50,14 +44,11 @@ bool is_loopback(const SocketAddress& address) {
 Server::Server(EventLoop& loop, const ServerConfig& config)
     : loop_(loop),
       config_(config),
-      pipe_trimmer_(loop, pipes_),
+      pipe_trimmer_(loop, PipePool::kTrimInterval, [this] { pipes_.trim_idle(); }),
       pending_(loop, *this, config.pair_timeout, config.max_pending,
                [this](FailureReason reason) { count_failure(reason); }),
       start_time_(static_cast<double>(std::time(nullptr))),
-      summary_timer_(loop, [this] {
-        summary_.log(counters_, gauges());
-        summary_timer_.arm(kSummaryInterval);
-      }) {
+      summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters_, gauges()); }) {
   listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a, [this](Fd fd) {
     ++counters_.accepted;
     pending_.admit(std::move(fd));
@@ -72,7 +63,8 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
         listen_b_->address().to_string());
   metrics_ = MetricsEndpoint::start_if_asked(
       loop_, config_.daemon.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
-  summary_timer_.arm(kSummaryInterval);
+  summary_timer_.start();
+  pipe_trimmer_.start();
   TLOG_INFO("event=ready pair_timeout={} max_pending={}", format_duration(config_.pair_timeout),
             config_.max_pending);
 }
@@ -148,8 +140,8 @@ void Server::on_first_line(uint64_t handshake, Fd fd, std::string_view line) {
   std::string peer = it->second->peer();
   handshakes_.erase(it);
   auto hello = protocol::parse_hello(line);
-  if (auto* control = std::get_if<protocol::ControlHello>(&hello)) {
-    (void)control;  // no optional features are known yet: we list none back
+  // No optional features are known yet: a control hello's list is not looked at, and OK lists none.
+  if (std::holds_alternative<protocol::ControlHello>(hello)) {
     on_control_hello(std::move(fd), peer);
   } else if (auto* data = std::get_if<protocol::DataHello>(&hello)) {
     on_data_hello(std::move(fd), data->id, peer);
@@ -207,7 +199,7 @@ void Server::open_session(Fd fd) {
   session_ = std::make_unique<Session>(
       loop_, number, std::move(fd), config_.daemon.heartbeat,
       Session::Events{
-          [this](const ConnId& id, std::string_view reason) { on_client_fail(id, reason); },
+          [this](const ConnId& id, std::string_view reason) { pending_.fail(id, reason); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
   session_->send_line(protocol::ok({}));
   TLOG_INFO("event=client-online session={} peer={}", number, session_->peer());
@@ -228,7 +220,7 @@ void Server::on_data_hello(Fd fd, const ConnId& id, const std::string& peer) {
   auto external = pending_.claim(id);
   if (!external) return refuse_b(FailureReason::unknown_id, "unknown-id", peer);
   ++counters_.paired;
-  set_keepalive(fd.get(), kKeepaliveIdle, kKeepaliveInterval, kKeepaliveCount);
+  set_keepalive(fd.get());
   start_relay(id, std::move(*external), std::move(fd));
 }
 
@@ -249,10 +241,6 @@ void Server::start_relay(const ConnId& id, Fd external, Fd data) {
         check_drained();
       });
   relays_.emplace(id, ActiveRelay{std::move(relay), loop_.now()});
-}
-
-void Server::on_client_fail(const ConnId& id, std::string_view reason) {
-  pending_.fail(id, reason);
 }
 
 void Server::refuse_b(FailureReason counted_as, std::string_view reason, std::string_view peer) {

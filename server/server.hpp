@@ -44,7 +44,6 @@ class Server final : public ClientLink {
   void open_session(Fd fd);
   void on_session_closed(uint64_t number, std::string_view reason);
   void resolve_newcomers(bool incumbent_alive);
-  void on_client_fail(const ConnId& id, std::string_view reason);
   void start_relay(const ConnId& id, Fd external, Fd data);
   // Counts a refused B connection and logs it (rate-limited); `reason` is the detailed word.
   void refuse_b(FailureReason counted_as, std::string_view reason, std::string_view peer);
@@ -56,7 +55,7 @@ class Server final : public ClientLink {
   EventLoop& loop_;
   ServerConfig config_;
   PipePool pipes_;
-  PipeTrimmer pipe_trimmer_;
+  PeriodicTimer pipe_trimmer_;
   std::unique_ptr<Listener> listen_a_;
   std::unique_ptr<Listener> listen_b_;
 
@@ -82,7 +81,7 @@ class Server final : public ClientLink {
   ServerCounters counters_;
   double start_time_;
   ServerSummary summary_;
-  Timer summary_timer_;
+  PeriodicTimer summary_timer_;
   std::unique_ptr<MetricsEndpoint> metrics_;
 };
 

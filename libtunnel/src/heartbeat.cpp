@@ -6,25 +6,20 @@ namespace tunnel {
 Heartbeat::Heartbeat(EventLoop& loop, HeartbeatSettings settings, std::function<void()> send_ping,
                      std::function<void()> on_dead)
     : loop_(loop),
-      interval_(settings.interval),
       timeout_(settings.timeout),
       send_ping_(std::move(send_ping)),
       on_dead_(std::move(on_dead)),
-      ping_timer_(loop,
-                  [this] {
-                    ping_timer_.arm(interval_);
-                    send_ping_();
-                  }),
+      pings_(loop, settings.interval, [this] { send_ping_(); }),
       deadline_(loop, [this] { check_deadline(); }) {}
 
 void Heartbeat::start() {
   heard();
-  ping_timer_.arm(interval_);
+  pings_.start();
   deadline_.arm(timeout_);
 }
 
 void Heartbeat::stop() {
-  ping_timer_.cancel();
+  pings_.stop();
   deadline_.cancel();
 }
 

@@ -46,12 +46,4 @@ void PipePool::discard(Pipe pipe) {
   pipe.write_end.reset();
 }
 
-PipeTrimmer::PipeTrimmer(EventLoop& loop, PipePool& pool, Clock::duration interval)
-    : pool_(pool), interval_(interval), timer_(loop, [this] {
-        pool_.trim_idle();
-        timer_.arm(interval_);
-      }) {
-  timer_.arm(interval_);
-}
-
 }  // namespace tunnel

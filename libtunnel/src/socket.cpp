@@ -75,11 +75,11 @@ void set_nodelay(int fd) {
   set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 }
 
-void set_keepalive(int fd, std::chrono::seconds idle, std::chrono::seconds interval, int count) {
+void set_keepalive(int fd) {
   set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
-  set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, static_cast<int>(idle.count()));
-  set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, static_cast<int>(interval.count()));
-  set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, count);
+  set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, 30);
+  set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, 10);
+  set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, 3);
 }
 
 void set_linger_reset(int fd) {

@@ -44,11 +44,8 @@ Clock::duration watchdog_interval() {
 }  // namespace
 
 Watchdog::Watchdog(EventLoop& loop)
-    : interval_(watchdog_interval() / 2), timer_(loop, [this] {
-        notify("WATCHDOG=1");
-        timer_.arm(interval_);
-      }) {
-  if (interval_ > Clock::duration::zero()) timer_.arm(interval_);
+    : pings_(loop, watchdog_interval() / 2, [] { notify("WATCHDOG=1"); }) {
+  if (watchdog_interval() > Clock::duration::zero()) pings_.start();
 }
 
 }  // namespace tunnel::systemd

@@ -14,6 +14,14 @@ void Timer::arm(Clock::duration after) {
   });
 }
 
+PeriodicTimer::PeriodicTimer(EventLoop& loop, Clock::duration interval,
+                             std::function<void()> callback)
+    : interval_(interval), callback_(std::move(callback)), timer_(loop, [this] {
+        // Re-armed before the callback runs, so the callback may stop() it.
+        timer_.arm(interval_);
+        callback_();
+      }) {}
+
 void Timer::cancel() {
   if (id_ != 0) loop_.timers().cancel(id_);
   id_ = 0;

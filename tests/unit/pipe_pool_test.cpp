@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tunnel/event_loop.hpp"
+#include "tunnel/timer.hpp"
 
 using namespace std::chrono_literals;
 using tunnel::Clock;
@@ -279,13 +280,15 @@ TEST_CASE("pipe pool: each acquisition between trims keeps the idle pipes one mo
   pool.release(std::move(again));
 }
 
-TEST_CASE("pipe pool: PipeTrimmer trims a quiet pool on the loop and stops when destroyed") {
+TEST_CASE(
+    "pipe pool: trimming on a periodic timer empties a quiet pool, and stops with the timer") {
   tunnel::EventLoop loop;
   PipePool pool(4);
   pool.release(pool.acquire());
   REQUIRE(pool.idle() == 1);
   {
-    tunnel::PipeTrimmer trimmer(loop, pool, 10ms);
+    tunnel::PeriodicTimer trimmer(loop, 10ms, [&] { pool.trim_idle(); });
+    trimmer.start();
     // The first tick sees the acquisition above and keeps the pipe; the second one trims it.
     auto deadline = Clock::now() + 2s;
     while (pool.idle() > 0 && Clock::now() < deadline) loop.run_once(50);
@@ -298,10 +301,11 @@ TEST_CASE("pipe pool: PipeTrimmer trims a quiet pool on the loop and stops when 
   CHECK(pool.idle() == 1);  // nobody trims any more
 }
 
-TEST_CASE("pipe pool: PipeTrimmer keeps the pipes of a busy pool") {
+TEST_CASE("pipe pool: trimming on a periodic timer keeps the pipes of a busy pool") {
   tunnel::EventLoop loop;
   PipePool pool(4);
-  tunnel::PipeTrimmer trimmer(loop, pool, 20ms);
+  tunnel::PeriodicTimer trimmer(loop, 20ms, [&] { pool.trim_idle(); });
+  trimmer.start();
   auto end = Clock::now() + 150ms;
   while (Clock::now() < end) {
     pool.release(pool.acquire());

@@ -365,3 +365,40 @@ TEST_CASE("timer: thousands of timers on one loop each fire once and in order") 
   for (int i : order) CHECK(i % 3 != 0);
   CHECK(loop.timers().size() == 0);
 }
+
+// ---- PeriodicTimer ----
+
+TEST_CASE("periodic timer: fires again and again at its interval until stopped") {
+  EventLoop loop;
+  int ticks = 0;
+  tunnel::PeriodicTimer periodic(loop, 20ms, [&] { ++ticks; });
+  loop.run_once(50);
+  CHECK(ticks == 0);  // not started: nothing fires
+  const auto started = Clock::now();
+  periodic.start();
+  REQUIRE(run_until(loop, [&] { return ticks >= 3; }));
+  CHECK(Clock::now() - started >= 60ms);  // three periods, never early
+  periodic.stop();
+  const int at_stop = ticks;
+  for (int i = 0; i < 5; ++i) loop.run_once(10);
+  CHECK(ticks == at_stop);
+  CHECK(loop.timers().size() == 0);
+}
+
+TEST_CASE("periodic timer: the callback may stop it, and destruction cancels it") {
+  EventLoop loop;
+  int ticks = 0;
+  {
+    tunnel::PeriodicTimer* self = nullptr;
+    tunnel::PeriodicTimer periodic(loop, 10ms, [&] {
+      if (++ticks == 2) self->stop();
+    });
+    self = &periodic;
+    periodic.start();
+    REQUIRE(run_until(loop, [&] { return ticks == 2; }));
+    for (int i = 0; i < 5; ++i) loop.run_once(10);
+    CHECK(ticks == 2);
+    periodic.start();
+  }
+  CHECK(loop.timers().size() == 0);  // destroyed while armed: nothing left behind
+}

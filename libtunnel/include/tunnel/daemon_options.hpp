@@ -11,6 +11,9 @@
 
 namespace tunnel {
 
+// How often a daemon logs its event=summary line (when there was traffic).
+inline constexpr auto kSummaryInterval = std::chrono::minutes(1);
+
 struct DaemonOptions {
   HeartbeatSettings heartbeat;
   Duration drain_timeout = std::chrono::seconds(10);

@@ -30,12 +30,11 @@ class Heartbeat {
   void check_deadline();
 
   EventLoop& loop_;
-  Duration interval_;
   Duration timeout_;
   std::function<void()> send_ping_;
   std::function<void()> on_dead_;
   Clock::time_point last_heard_{};
-  Timer ping_timer_;
+  PeriodicTimer pings_;
   Timer deadline_;
 };
 

@@ -2,11 +2,11 @@
 // it back empty, so idle connections cost no pipes (HAProxy's approach).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <vector>
 
 #include "tunnel/fd.hpp"
-#include "tunnel/timer.hpp"
 
 namespace tunnel {
 
@@ -28,8 +28,9 @@ class PipePool {
   // For a pipe that still holds bytes (its connection died): it is closed, not reused.
   void discard(Pipe pipe);
 
-  // Closes the idle pipes if none was taken since the previous call. Called periodically, so a
-  // burst's pipes go back to the kernel once traffic calms down.
+  // Closes the idle pipes if none was taken since the previous call. Called every kTrimInterval,
+  // so a burst's pipes go back to the kernel once traffic calms down.
+  static constexpr auto kTrimInterval = std::chrono::seconds(2);
   void trim_idle();
 
   size_t idle() const { return idle_.size(); }
@@ -42,17 +43,6 @@ class PipePool {
   size_t pipe_size_;
   size_t in_use_ = 0;
   bool acquired_since_trim_ = false;
-};
-
-// Calls a pool's trim_idle() every `interval` for as long as it exists.
-class PipeTrimmer {
- public:
-  PipeTrimmer(EventLoop& loop, PipePool& pool, Clock::duration interval = std::chrono::seconds(2));
-
- private:
-  PipePool& pool_;
-  Clock::duration interval_;
-  Timer timer_;
 };
 
 }  // namespace tunnel

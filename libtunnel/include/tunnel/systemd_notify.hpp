@@ -19,8 +19,7 @@ class Watchdog {
   explicit Watchdog(EventLoop& loop);
 
  private:
-  Clock::duration interval_{};
-  Timer timer_;
+  PeriodicTimer pings_;
 };
 
 }  // namespace tunnel::systemd

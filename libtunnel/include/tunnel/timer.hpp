@@ -26,4 +26,18 @@ class Timer {
   TimerId id_ = 0;
 };
 
+// Calls `callback` every `interval` between start() and stop() (or destruction).
+class PeriodicTimer {
+ public:
+  PeriodicTimer(EventLoop& loop, Clock::duration interval, std::function<void()> callback);
+  // (Re)starts the period from now.
+  void start() { timer_.arm(interval_); }
+  void stop() { timer_.cancel(); }
+
+ private:
+  Clock::duration interval_;
+  std::function<void()> callback_;
+  Timer timer_;
+};
+
 }  // namespace tunnel
