@@ -1,6 +1,7 @@
 // Registration of one owned descriptor with the loop's poller.
 #include "tunnel/channel.hpp"
 
+#include <cassert>
 #include <system_error>
 
 namespace tunnel {
@@ -14,7 +15,14 @@ Channel::Channel(EventLoop& loop, Fd fd, uint32_t interest, Handler handler)
 }
 
 Channel::~Channel() {
+  assert(!dispatching_ && "a Channel destroyed inside its own handler: use destroy_later");
   unregister();
+}
+
+void Channel::dispatch(uint32_t events) {
+  dispatching_ = true;
+  handler_(events);
+  dispatching_ = false;
 }
 
 void Channel::set_interest(uint32_t interest) {

@@ -18,7 +18,10 @@ void EventLoop::run() {
 }
 
 void EventLoop::run_once(int max_wait_ms) {
-  int timeout = deferred_.empty() ? timers_.next_timeout_ms(now()) : 0;
+  ++rounds_;
+  int timeout = deferred_.empty() && graveyard_.empty() ? timers_.next_timeout_ms(now()) : 0;
+  // On a manual clock, waiting never brings a deadline closer: only a due timer shortens the wait.
+  if (manual_clock_ && timeout != 0) timeout = -1;
   if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
   batch_.clear();
   if (auto ec = poller_->wait(batch_, timeout)) {
@@ -51,12 +54,26 @@ void EventLoop::defer(std::function<void()> task) {
 }
 
 void EventLoop::run_deferred() {
-  // Deferred work may defer more; it runs in this round too.
-  while (!deferred_.empty()) {
+  // Deferred work may defer more, or retire more objects; all of it runs in this round too.
+  while (!deferred_.empty() || !graveyard_.empty()) {
     auto tasks = std::move(deferred_);
     deferred_.clear();
     for (auto& task : tasks) guarded(task);
+    auto retired = std::move(graveyard_);
+    graveyard_.clear();
+    guarded([&] { retired.clear(); });
   }
+}
+
+void EventLoop::use_manual_clock() {
+  manual_now_ = Clock::now();
+  manual_clock_ = true;
+}
+
+void EventLoop::advance(Clock::duration by) {
+  manual_now_ += by;
+  guarded([&] { timers_.run_expired(now()); });
+  run_deferred();
 }
 
 void EventLoop::forget(void* owner) {

@@ -1,16 +1,25 @@
 // One-shot timers tied to their owner's lifetime.
 #include "tunnel/timer.hpp"
 
+#include <cassert>
+
 namespace tunnel {
 
 Timer::Timer(EventLoop& loop, std::function<void()> callback)
     : loop_(loop), callback_(std::move(callback)) {}
 
+Timer::~Timer() {
+  assert(!firing_ && "a Timer destroyed inside its own callback: use destroy_later");
+  cancel();
+}
+
 void Timer::arm(Clock::duration after) {
   cancel();
   id_ = loop_.timers().schedule(loop_.now() + after, [this] {
     id_ = 0;
+    firing_ = true;
     callback_();
+    firing_ = false;
   });
 }
 

@@ -28,7 +28,9 @@ class Channel {
   // Unregisters and closes now. Safe from inside the handler; the object stays valid (fd() == -1).
   void close();
 
-  void dispatch(uint32_t events) { handler_(events); }
+  // Runs the handler. Destroying the Channel from inside it breaks the lifetime rule
+  // (event_loop.hpp); debug builds assert it.
+  void dispatch(uint32_t events);
 
  private:
   void unregister();
@@ -38,6 +40,7 @@ class Channel {
   uint32_t interest_;
   Handler handler_;
   bool registered_ = false;
+  bool dispatching_ = false;
 };
 
 }  // namespace tunnel

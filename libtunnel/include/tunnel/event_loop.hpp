@@ -1,5 +1,11 @@
 // One single-threaded reactor: descriptors (through Channel), timers (through Timer) and deferred
 // work. Everything that belongs to a loop is touched only from that loop's thread.
+//
+// THE LIFETIME RULE (docs/ARCHITECTURE.md, "Who frees what"): an owner never destroys a child
+// inside one of the child's callbacks, however deep in the call chain. It hands the child to
+// destroy_later(), which frees it after the current batch of events, when no callback of it can be
+// running. Every child may therefore call its owner back at any time and go on using its own state
+// afterwards. Channel and Timer check the rule in debug builds.
 #pragma once
 
 #include <functional>
@@ -24,18 +30,40 @@ class EventLoop {
   void run_once(int max_wait_ms = -1);
   void stop() { stopped_ = true; }
 
-  // Runs `task` after the current batch of events, before the next poll: the safe place to
-  // destroy an object whose own callback decided it is finished.
+  // Runs `task` after the current batch of events, before the next poll.
   void defer(std::function<void()> task);
 
-  Clock::time_point now() const { return Clock::now(); }
+  // Frees `object` after the current batch of events (the lifetime rule above).
+  template <typename T>
+  void destroy_later(std::unique_ptr<T> object) {
+    if (object) graveyard_.push_back(std::make_unique<Held<T>>(std::move(object)));
+  }
+
+  Clock::time_point now() const { return manual_clock_ ? manual_now_ : Clock::now(); }
   Poller& poller() { return *poller_; }
   TimerQueue& timers() { return timers_; }
+  // Poll-and-dispatch rounds run so far (tests use it to see that an idle loop sleeps).
+  uint64_t rounds() const { return rounds_; }
+
+  // For deterministic tests: from now on time moves only when advance() says so. Timers then fire
+  // in run_once() once their deadline has been reached, never by waiting.
+  void use_manual_clock();
+  // Moves the manual clock forward and runs the timers that became due (and what they defer).
+  void advance(Clock::duration by);
 
   // Called by a Channel that unregisters, so a stale event in the current batch is not delivered.
   void forget(void* owner);
 
  private:
+  struct Holder {
+    virtual ~Holder() = default;
+  };
+  template <typename T>
+  struct Held final : Holder {
+    explicit Held(std::unique_ptr<T> p) : object(std::move(p)) {}
+    std::unique_ptr<T> object;
+  };
+
   void run_deferred();
   template <typename Work>
   void guarded(Work&& work);
@@ -44,7 +72,11 @@ class EventLoop {
   TimerQueue timers_;
   std::vector<ReadyEvent> batch_;
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::unique_ptr<Holder>> graveyard_;
   bool stopped_ = false;
+  bool manual_clock_ = false;
+  Clock::time_point manual_now_{};
+  uint64_t rounds_ = 0;
 };
 
 }  // namespace tunnel

@@ -12,7 +12,7 @@ namespace tunnel {
 class Timer {
  public:
   Timer(EventLoop& loop, std::function<void()> callback);
-  ~Timer() { cancel(); }
+  ~Timer();
   Timer(const Timer&) = delete;
   Timer& operator=(const Timer&) = delete;
 
@@ -24,6 +24,7 @@ class Timer {
   EventLoop& loop_;
   std::function<void()> callback_;
   TimerId id_ = 0;
+  bool firing_ = false;
 };
 
 // Calls `callback` every `interval` between start() and stop() (or destruction).
