@@ -8,6 +8,7 @@
 #include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
+  tunnel::prepare_process();  // first: SIGPIPE ignored and stderr non-blocking before any output
   using namespace tunnel;
   client::ClientConfig config;
   if (int code = client::parse_arguments(argc, argv, config); code >= 0) return code;

@@ -7,6 +7,7 @@
 #include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
+  tunnel::prepare_process();  // first: SIGPIPE ignored and stderr non-blocking before any output
   using namespace tunnel;
   server::ServerConfig config;
   if (int code = server::parse_arguments(argc, argv, config); code >= 0) return code;

@@ -1,4 +1,4 @@
-// Signals as loop events, and the descriptor limit raised at start.
+// Signals as loop events, and the process set-up at start (SIGPIPE, stderr, descriptor limit).
 #include "tunnel/signals.hpp"
 
 #include <sys/resource.h>
@@ -8,12 +8,12 @@
 #include <csignal>
 #include <system_error>
 
+#include "tunnel/log.hpp"
+
 namespace tunnel {
 
 SignalWatcher::SignalWatcher(EventLoop& loop, std::function<void(int)> on_signal)
     : on_signal_(std::move(on_signal)) {
-  // A peer that vanishes mid-write must produce EPIPE, never kill the daemon.
-  ::signal(SIGPIPE, SIG_IGN);
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
@@ -26,6 +26,11 @@ SignalWatcher::SignalWatcher(EventLoop& loop, std::function<void(int)> on_signal
     while (::read(channel_->fd(), &info, sizeof info) == sizeof info)
       on_signal_(static_cast<int>(info.ssi_signo));
   });
+}
+
+void prepare_process() {
+  ::signal(SIGPIPE, SIG_IGN);
+  log::use_nonblocking_stderr();
 }
 
 unsigned long raise_fd_limit() {

@@ -1,5 +1,7 @@
 // One line per event, `key=value` fields, on stderr. Under systemd (JOURNAL_STREAM set) lines carry
 // `<N>` priority prefixes and no timestamp, since journald stamps them itself.
+// Logging never blocks the loop: a line stderr cannot take at once is dropped and counted, and the
+// next line that gets through is preceded by `event=log-dropped lines=N`.
 #pragma once
 
 #include <fmt/format.h>
@@ -19,6 +21,11 @@ inline bool enabled(Level l) {
 }
 // Decided once from the environment at start; tests may force it.
 void set_journal_mode(bool on);
+
+// Puts stderr in non-blocking mode when it is a pipe or a socket (what systemd and supervisors
+// give), so that a reader who stops reading cannot stall the daemon. A terminal or a file is left
+// as it is: O_NONBLOCK belongs to the open file description, which a shell may share.
+void use_nonblocking_stderr();
 
 void write(Level level, std::string_view message);
 
