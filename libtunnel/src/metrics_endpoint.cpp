@@ -1,4 +1,4 @@
-// One HTTP exchange per connection: read the request head, answer, close.
+// One HTTP exchange per connection: read the request head, answer, close gracefully.
 #include "tunnel/metrics_endpoint.hpp"
 
 #include <sys/socket.h>
@@ -12,6 +12,12 @@ namespace {
 
 constexpr size_t kMaxRequest = 8192;
 constexpr auto kRequestTimeout = std::chrono::seconds(5);
+// After the answer: how long, and how much, the client may still send (a body nobody reads)
+// before the connection is closed anyway.
+constexpr auto kDrainTimeout = std::chrono::seconds(1);
+constexpr size_t kMaxDrain = 1 << 20;
+// Scrapes in progress at once; more are closed at once.
+constexpr size_t kMaxExchanges = 64;
 
 std::string response(int status, std::string_view reason, std::string_view content_type,
                      std::string_view body) {
@@ -20,9 +26,18 @@ std::string response(int status, std::string_view reason, std::string_view conte
       status, reason, content_type, body.size(), body);
 }
 
+// Where the request head ends: after its first empty line, lines ending in CRLF or a bare LF.
+std::optional<size_t> head_end(std::string_view data) {
+  size_t start = 0;
+  for (size_t nl; (nl = data.find('\n', start)) != std::string_view::npos; start = nl + 1) {
+    if (nl == start || (nl == start + 1 && data[start] == '\r')) return nl + 1;
+  }
+  return std::nullopt;
+}
+
 std::string answer(std::string_view head, const std::function<std::string()>& render) {
-  auto line_end = head.find("\r\n");
-  std::string_view request_line = head.substr(0, line_end);
+  std::string_view request_line = head.substr(0, head.find('\n'));
+  if (request_line.ends_with('\r')) request_line.remove_suffix(1);
   auto first_space = request_line.find(' ');
   auto second_space = request_line.find(' ', first_space + 1);
   if (first_space == std::string_view::npos || second_space == std::string_view::npos ||
@@ -38,19 +53,34 @@ std::string answer(std::string_view head, const std::function<std::string()>& re
 
 }  // namespace
 
+// Reads the request head, answers, then closes gracefully: the sending side is shut down and what
+// the client still sends (a body, the rest of an oversize head) is read and discarded, so that
+// closing with unread bytes never resets the connection before the client has read the answer.
 class MetricsEndpoint::Exchange {
  public:
   Exchange(EventLoop& loop, Fd fd, MetricsEndpoint& owner, uint64_t key)
       : owner_(owner),
         key_(key),
-        channel_(loop, std::move(fd), kReadable, [this](uint32_t events) { on_ready(events); }),
+        channel_(loop, std::move(fd), kReadable, [this](uint32_t) { on_ready(); }),
         deadline_(loop, [this] { done(); }) {
     deadline_.arm(kRequestTimeout);
   }
 
  private:
-  void on_ready(uint32_t events) {
-    if (!reply_.empty() || (events & kWritable)) return send_reply();
+  enum class State { reading, answering, draining };
+
+  void on_ready() {
+    switch (state_) {
+      case State::reading:
+        return read_request();
+      case State::answering:
+        return send_reply();
+      case State::draining:
+        return drain();
+    }
+  }
+
+  void read_request() {
     char chunk[2048];
     ssize_t n = ::recv(channel_.fd(), chunk, sizeof chunk, 0);
     if (n <= 0) {
@@ -58,13 +88,17 @@ class MetricsEndpoint::Exchange {
       return done();
     }
     request_.append(chunk, static_cast<size_t>(n));
-    if (request_.size() > kMaxRequest) {
-      reply_ = response(400, "Bad Request", "text/plain", "request too large\n");
-    } else if (request_.find("\r\n\r\n") != std::string::npos) {
-      reply_ = answer(request_, owner_.render_);
+    auto end = head_end(request_);
+    if (end && *end <= kMaxRequest) {
+      reply_ = answer(std::string_view(request_).substr(0, *end), owner_.render_);
+    } else if (request_.size() > kMaxRequest) {
+      reply_ = response(431, "Request Header Fields Too Large", "text/plain",
+                        "request head too large\n");
     } else {
       return;
     }
+    request_ = std::string();
+    state_ = State::answering;
     send_reply();
   }
 
@@ -79,7 +113,28 @@ class MetricsEndpoint::Exchange {
         channel_.set_interest(kWritable);
         return;
       }
-      break;
+      return done();
+    }
+    ::shutdown(channel_.fd(), SHUT_WR);
+    state_ = State::draining;
+    channel_.set_interest(kReadable);
+    deadline_.arm(kDrainTimeout);
+    drain();
+  }
+
+  void drain() {
+    char chunk[16384];
+    while (drained_ < kMaxDrain) {
+      ssize_t n = ::recv(channel_.fd(), chunk, sizeof chunk, 0);
+      if (n > 0) {
+        drained_ += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && errno == EAGAIN) {
+        return;
+      } else {
+        break;  // the client closed too (or reset)
+      }
     }
     done();
   }
@@ -94,19 +149,18 @@ class MetricsEndpoint::Exchange {
   uint64_t key_;
   Channel channel_;
   Timer deadline_;
+  State state_ = State::reading;
   std::string request_;
   std::string reply_;
   size_t sent_ = 0;
+  size_t drained_ = 0;
 };
 
 MetricsEndpoint::MetricsEndpoint(EventLoop& loop, const HostPort& where,
                                  std::function<std::string()> render)
     : loop_(loop),
       render_(std::move(render)),
-      listener_(loop, "metrics", resolve(where, true), [this](Fd fd) {
-        uint64_t key = ++next_key_;
-        exchanges_.emplace(key, std::make_unique<Exchange>(loop_, std::move(fd), *this, key));
-      }) {}
+      listener_(loop, "metrics", resolve(where, true), [this](Fd fd) { accept(std::move(fd)); }) {}
 
 MetricsEndpoint::~MetricsEndpoint() = default;
 
@@ -123,11 +177,24 @@ std::unique_ptr<MetricsEndpoint> MetricsEndpoint::start_if_asked(
   return endpoint;
 }
 
+void MetricsEndpoint::accept(Fd fd) {
+  if (exchanges_.size() >= kMaxExchanges) {
+    // `fd` closes on return: a flood of scrapers cannot take the daemon's descriptors.
+    uint64_t suppressed = 0;
+    if (busy_log_.allow(suppressed))
+      TLOG_WARN("event=metrics-refused reason=too-many-requests limit={} suppressed={}",
+                kMaxExchanges, suppressed);
+    return;
+  }
+  uint64_t key = ++next_key_;
+  exchanges_.emplace(key, std::make_unique<Exchange>(loop_, std::move(fd), *this, key));
+}
+
 void MetricsEndpoint::finished(uint64_t key) {
-  // Destroyed after this batch: we are inside the exchange's own callback.
+  // We are inside the exchange's own callback: the loop frees it after this batch.
   auto it = exchanges_.find(key);
   if (it == exchanges_.end()) return;
-  loop_.defer([gone = std::shared_ptr<Exchange>(std::move(it->second))] {});
+  loop_.destroy_later(std::move(it->second));
   exchanges_.erase(it);
 }
 

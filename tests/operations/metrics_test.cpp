@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <ctime>
 #include <optional>
+#include <regex>
 
 #include "exposition.hpp"
 #include "ops_support.hpp"
@@ -69,6 +70,27 @@ Exposition settled(uint16_t port, const std::string& active, const std::string& 
         return e.has(active) && e.at(active) == 0 && (pending.empty() || e.at(pending) == 0);
       },
       5s, "no connection active or pending at /metrics on port " + std::to_string(port));
+  return e;
+}
+
+// An exchange where how the stream ended matters: the answer must be followed by an orderly close,
+// since a reset can destroy an answer the client has not read yet.
+struct Ended {
+  HttpResponse response;
+  ReadResult read;
+  int send_error = 0;  // 0 when the server took the whole request
+};
+
+Ended exchange_to_end(uint16_t port, const std::string& request) {
+  Socket s = connect_tcp(port);
+  Ended e;
+  try_send_all(s, request, 5s, e.send_error);
+  e.read = read_to_end(s, 5s);
+  e.response.raw = e.read.data;
+  e.response.head = e.read.data.substr(0, e.read.data.find("\r\n\r\n"));
+  std::smatch m;
+  if (std::regex_search(e.response.head, m, std::regex("^HTTP/1\\.[01] ([0-9]{3}) ")))
+    e.response.status = std::stoi(m[1]);
   return e;
 }
 
@@ -187,8 +209,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "metrics endpoint HTTP: 404 for another path, 405 for another method, 400 for garbage or an "
-    "oversize request, and serving goes on") {
+    "metrics endpoint HTTP: 404 for another path, 405 for another method, 400 for garbage, 431 "
+    "for an oversize request, and serving goes on") {
   EchoTarget echo;
   Server server({"--metrics-listen", "127.0.0.1:0"});
   Client client(server.port_b(), echo.address(), {"--metrics-listen", "127.0.0.1:0"});
@@ -210,8 +232,8 @@ TEST_CASE(
     INFO("garbage: " << garbage.raw);
     CHECK(garbage.status == 400);
 
-    // Past the 8 KiB bound, a complete head and one that never ends: 400, or closed unanswered,
-    // at the bound rather than at the 5 s request timeout.
+    // Past the 8 KiB bound, a complete head and one that never ends: 431 (or 400) at the bound
+    // rather than at the 5 s request timeout.
     const std::string big_request =
         "GET /metrics HTTP/1.1\r\nX-Fill: " + std::string(10000, 'a') + "\r\n\r\n";
     const auto big_start = Clock::now();
@@ -220,7 +242,7 @@ TEST_CASE(
     {
       INFO("complete head of " << big_request.size() << " bytes (over 8192), after " << big_ms
                                << " ms: " << big.head);
-      CHECK((big.status == 400 || big.raw.empty()));
+      CHECK((big.status == 431 || big.status == 400));
       CHECK(big_ms < 4000);
     }
     const auto endless_start = Clock::now();
@@ -229,7 +251,7 @@ TEST_CASE(
     const long long endless_ms = ms_since(endless_start);
     {
       INFO("20 KB head without its end, after " << endless_ms << " ms: " << endless.head);
-      CHECK((endless.status == 400 || endless.raw.empty()));
+      CHECK((endless.status == 431 || endless.status == 400));
       CHECK(endless_ms < 4000);
     }
 
@@ -268,4 +290,101 @@ TEST_CASE("the strict exposition parser rejects what the text format forbids") {
     INFO(what);
     CHECK_FALSE(parse_exposition(text).problems.empty());
   }
+}
+
+TEST_CASE("metrics endpoint HTTP: a request whose lines end in a bare LF is answered at once") {
+  Server server({"--metrics-listen", "127.0.0.1:0"});
+  const uint16_t port = bound_port(server.process(), "metrics");
+  for (const std::string request :
+       {"GET /metrics HTTP/1.1\nHost: x\n\n", "GET /metrics HTTP/1.0\n\n",
+        "GET /metrics HTTP/1.1\r\nHost: x\n\r\n", "GET /other HTTP/1.1\nHost: x\n\n"}) {
+    const auto start = Clock::now();
+    const HttpResponse r = http_exchange(port, request);
+    const long long ms = ms_since(start);
+    INFO("request " << ::Catch::Detail::stringify(request) << " answered after " << ms
+                    << " ms: " << r.head);
+    CHECK(r.status == (request.find("/other") != std::string::npos ? 404 : 200));
+    CHECK(ms < 2000);
+  }
+  CHECK(parse_exposition(scrape(port)).problems.empty());
+}
+
+TEST_CASE(
+    "metrics endpoint HTTP: a POST with a body and an oversize request get their 4xx followed by "
+    "an orderly close, never a reset") {
+  Server server({"--metrics-listen", "127.0.0.1:0"});
+  const uint16_t port = bound_port(server.process(), "metrics");
+  const std::string big_body(256 * 1024, 'p');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"POST with a small body",
+       "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"},
+      {"POST with a 256 KiB body", "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                       std::to_string(big_body.size()) + "\r\n\r\n" + big_body},
+      {"PUT with a 256 KiB body and bare LFs",
+       "PUT /metrics HTTP/1.1\nContent-Length: " + std::to_string(big_body.size()) + "\n\n" +
+           big_body},
+      {"a 20 KB head without its end",
+       "GET /metrics HTTP/1.1\r\nX-Fill: " + std::string(20000, 'b')},
+      {"a 100 KB head",
+       "GET /metrics HTTP/1.1\r\nX-Fill: " + std::string(100000, 'c') + "\r\n\r\n"},
+  };
+  for (const auto& [what, request] : cases) {
+    const Ended e = exchange_to_end(port, request);
+    INFO(what << ": the server took " << (e.send_error == 0 ? "all of it" : "not all of it")
+              << " (errno " << e.send_error << "), then " << e.read.describe()
+              << "; answer head: " << e.response.head);
+    if (request.starts_with("GET")) {
+      CHECK((e.response.status == 431 || e.response.status == 400));
+    } else {
+      CHECK(e.response.status == 405);
+    }
+    CHECK(e.read.end == End::eof);
+    CHECK(e.send_error == 0);
+  }
+  CHECK(parse_exposition(scrape(port)).problems.empty());
+  CHECK(server.process().running());
+}
+
+TEST_CASE(
+    "metrics endpoint: at most 64 requests in progress, more are closed at once, and scraping "
+    "goes on once they end") {
+  Server server({"--metrics-listen", "127.0.0.1:0"});
+  const uint16_t port = bound_port(server.process(), "metrics");
+  // Idle connections that never send a request: each would hold an exchange for 5 s.
+  constexpr size_t kIdle = 100, kCap = 64;
+  std::vector<Socket> idle;
+  for (size_t i = 0; i < kIdle; ++i) idle.push_back(connect_tcp(port));
+  auto closed = [&] {
+    size_t n = 0;
+    for (const auto& s : idle) n += wait_readable(s, 0ms) ? 1 : 0;
+    return n;
+  };
+  // Well before the request timeout, the ones past the cap are gone.
+  poll_until([&] { return closed() >= kIdle - kCap; }, 2s);
+  const size_t shed = closed();
+  INFO(shed << " of " << kIdle << " idle connections closed at once");
+  CHECK(shed >= kIdle - kCap);
+  CHECK(shed < kIdle);
+  for (const auto& s : idle) {
+    if (!wait_readable(s, 0ms)) continue;
+    const ReadResult r = read_to_end(s, 1s);
+    INFO("a connection past the cap: " << r.describe());
+    CHECK(closed_without_data(r));
+  }
+  server.wait_for_line("event=metrics-refused reason=too-many-requests", 2s);
+  idle.clear();
+  // The held exchanges see their clients go and end; then scrapes are served again.
+  std::string text;
+  wait_until(
+      [&] {
+        try {
+          text = scrape(port);
+          return true;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      3s, "a scrape served after the idle connections closed");
+  CHECK(parse_exposition(text).problems.empty());
+  CHECK(server.process().running());
 }

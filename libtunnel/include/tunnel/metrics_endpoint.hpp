@@ -1,5 +1,6 @@
 // The opt-in /metrics endpoint: a minimal HTTP/1.x responder on the daemon's own event loop.
-// Requests are bounded in size and time; anything but `GET /metrics` gets 404, 405 or 400.
+// Requests are bounded in size and time, and so is the number of them in progress; anything but
+// `GET /metrics` gets 404, 405, 431 or 400, and the client always gets to read the answer.
 #pragma once
 
 #include <functional>
@@ -28,6 +29,7 @@ class MetricsEndpoint {
 
  private:
   class Exchange;
+  void accept(Fd fd);
   void finished(uint64_t key);
 
   EventLoop& loop_;
@@ -35,6 +37,7 @@ class MetricsEndpoint {
   Listener listener_;
   std::unordered_map<uint64_t, std::unique_ptr<Exchange>> exchanges_;
   uint64_t next_key_ = 0;
+  log::RateLimit busy_log_;
 };
 
 }  // namespace tunnel
