@@ -18,10 +18,10 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
                    "The service to expose, as seen from this host: host:port")
       ->required();
   cli::add_duration(app, "--dial-timeout", config.dial_timeout,
-                    "Bound on connecting to the target (and to the server)");
-  cli::add_duration(
-      app, "--reconnect-max", config.reconnect_max,
-      "Longest wait between attempts to reach the server (backoff starts near 100ms)");
+                    "Bound on connecting to the target (and to the server)", cli::Zero::refused);
+  cli::add_duration(app, "--reconnect-max", config.reconnect_max,
+                    "Longest wait between attempts to reach the server (backoff starts near 100ms)",
+                    cli::Zero::refused);
   cli::add_daemon_options(app, config.daemon);
   return cli::parse(app, argc, argv);
 }

@@ -16,12 +16,14 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
   cli::add_address(app, "--listen-b", config.listen_b, true,
                    "Address the tunnel-client connects to (B); keep it private, see README");
   cli::add_duration(app, "--pair-timeout", config.pair_timeout,
-                    "How long an A connection may wait for the client to pick it up");
+                    "How long an A connection may wait for the client to pick it up",
+                    cli::Zero::refused);
   cli::add_duration(app, "--probe-timeout", config.probe_timeout,
                     "How long the current client has to answer a liveness probe when another "
-                    "client connects");
+                    "client connects",
+                    cli::Zero::refused);
   cli::add_duration(app, "--handshake-timeout", config.handshake_timeout,
-                    "How long a B connection may take to send its first line");
+                    "How long a B connection may take to send its first line", cli::Zero::refused);
   app.add_option("--max-pending", config.max_pending,
                  "A connections waiting for pairing at once; more are closed at once")
       ->capture_default_str()

@@ -26,12 +26,18 @@ CLI::Validator checked_by(Parse parse, std::string kind) {
 }  // namespace
 
 CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& value,
-                          const std::string& help) {
+                          const std::string& help, Zero zero) {
+  auto parse = [zero](const std::string& text) {
+    Duration d = parse_duration(text);
+    if (zero == Zero::refused && d <= Duration::zero())
+      throw std::invalid_argument("must be longer than 0");
+    return d;
+  };
   return app
       .add_option_function<std::string>(
-          name, [&value](const std::string& text) { value = parse_duration(text); }, help)
+          name, [&value, parse](const std::string& text) { value = parse(text); }, help)
       ->default_str(format_duration(value))
-      ->check(checked_by([](const std::string& t) { parse_duration(t); }, ""))
+      ->check(checked_by(parse, ""))
       ->type_name("DURATION");
 }
 
@@ -48,11 +54,13 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
 
 void add_daemon_options(CLI::App& app, DaemonOptions& options) {
   add_duration(app, "--heartbeat-interval", options.heartbeat.interval,
-               "How often to PING the other end of the control connection");
+               "How often to PING the other end of the control connection", Zero::refused);
   add_duration(app, "--heartbeat-timeout", options.heartbeat.timeout,
-               "Silence on the control connection after which it is declared dead");
+               "Silence on the control connection after which it is declared dead", Zero::refused);
   add_duration(app, "--drain-timeout", options.drain_timeout,
-               "On SIGTERM/SIGINT, how long connections in flight may take to finish");
+               "On SIGTERM/SIGINT, how long connections in flight may take to finish (0: do not "
+               "wait)",
+               Zero::allowed);
   auto parse_metrics = [](const std::string& t) { return parse_host_port(t, true); };
   app.add_option_function<std::string>(
          "--metrics-listen",
@@ -75,8 +83,6 @@ void add_daemon_options(CLI::App& app, DaemonOptions& options) {
       ->type_name("LEVEL");
   app.callback([&options] {
     const auto& heartbeat = options.heartbeat;
-    if (heartbeat.interval <= Duration::zero())
-      throw CLI::ValidationError("--heartbeat-interval", "must be longer than 0");
     if (heartbeat.timeout <= heartbeat.interval)
       throw CLI::ValidationError("--heartbeat-timeout", "must be longer than --heartbeat-interval");
   });

@@ -103,6 +103,40 @@ TEST_CASE("bad duration: exit code 2 and one line naming the option") {
                    2, {"--dial-timeout", "soon"});
 }
 
+TEST_CASE(
+    "zero duration: refused where 0 makes no sense, exit code 2 and one line naming the option") {
+  for (const std::string option : {"--pair-timeout", "--handshake-timeout", "--probe-timeout"}) {
+    for (const std::string zero : {"0s", "0ms"}) {
+      require_one_line(run(server_binary(), ephemeral_and({option, zero})), 2,
+                       {option, "must be longer than 0"});
+    }
+  }
+  for (const std::string option : {"--dial-timeout", "--reconnect-max", "--heartbeat-interval"}) {
+    require_one_line(
+        run(client_binary(), {"--server", "127.0.0.1:1", "--target", "127.0.0.1:2", option, "0s"}),
+        2, {option, "must be longer than 0"});
+  }
+}
+
+TEST_CASE("zero duration in the config file: exit code 2 and one line naming the key") {
+  for (const std::string key : {"pair-timeout", "handshake-timeout", "probe-timeout"}) {
+    ConfigFile config(key + " = \"0s\"\n");
+    require_one_line(run(server_binary(), ephemeral_and({"--config", config.path.string()})), 2,
+                     {key, "must be longer than 0"});
+  }
+  for (const std::string key : {"dial-timeout", "reconnect-max"}) {
+    ConfigFile config("server = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\n" + key +
+                      " = \"0ms\"\n");
+    require_one_line(run(client_binary(), {"--config", config.path.string()}), 2,
+                     {key, "must be longer than 0"});
+  }
+}
+
+TEST_CASE("zero drain timeout: accepted, it means do not wait") {
+  Server server({"--drain-timeout", "0s"});
+  CHECK(server.process().running());
+}
+
 TEST_CASE("bad address: exit code 2 and one line naming the option") {
   require_one_line(
       run(server_binary(), {"--listen-a", "127.0.0.1:99999", "--listen-b", "127.0.0.1:0"}), 2,

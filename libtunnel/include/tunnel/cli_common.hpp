@@ -16,9 +16,13 @@ namespace tunnel::cli {
 // --metrics-listen, --log-level, --config and --version.
 void add_daemon_options(CLI::App& app, DaemonOptions& options);
 
-// Options whose value is checked while parsing, so the error names the option.
+// Whether a duration option may be 0 (e.g. a drain timeout of 0 means "do not wait").
+enum class Zero { allowed, refused };
+
+// Options whose value is checked while parsing, so the error names the option (the flag or the
+// config file key): a bad duration, a 0 where it makes no sense ("must be longer than 0").
 CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& value,
-                          const std::string& help);
+                          const std::string& help, Zero zero);
 CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
                          bool allow_port_zero, const std::string& help);
 
