@@ -1,0 +1,329 @@
+// ControlConnection, the client's end of the control connection: hello and OK, NEW/CLOSE/PING,
+// losing the link (bad line, close, ERR busy, heartbeat silence), bounded reconnect backoff,
+// stop(). A LoopbackListener plays the server; the test accepts and speaks protocol lines by hand.
+#include "control_connection.hpp"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "state_support.hpp"
+#include "tunnel/protocol.hpp"
+
+using namespace std::chrono_literals;
+using tunnel::client::ControlConnection;
+using tunnel::client::ControlState;
+
+namespace {
+
+constexpr tunnel::Duration kReconnectMax = 2s;
+// Longer than any single advance of the clock below, so a dial in flight never times out.
+constexpr tunnel::Duration kDialTimeout = 10s;
+const std::string kHello = "TUNNEL/1 CONTROL";
+
+std::string name_of(ControlState state) {
+  switch (state) {
+    case ControlState::backing_off:
+      return "backing-off";
+    case ControlState::connecting:
+      return "connecting";
+    case ControlState::awaiting_answer:
+      return "awaiting-answer";
+    case ControlState::online:
+      return "online";
+    case ControlState::stopped:
+      return "stopped";
+  }
+  return "?";
+}
+
+// The server's end of one control connection: every line it has read, and whether it saw the
+// client close.
+struct ServerEnd {
+  ServerEnd(std::string who, tunnel::Fd end) : name(std::move(who)), fd(std::move(end)) {}
+  std::string name;
+  tunnel::Fd fd;
+  std::string partial;
+  std::vector<std::string> lines;
+  bool closed = false;
+
+  void poll() {
+    if (closed || !fd) return;
+    if (!state_tests::read_available(fd.get(), partial)) closed = true;
+    for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n')) {
+      lines.push_back(partial.substr(0, nl));
+      partial.erase(0, nl + 1);
+    }
+  }
+  bool got(std::string_view line) {
+    poll();
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  }
+  bool saw_close() {
+    poll();
+    return closed;
+  }
+  void say(std::string_view line) { REQUIRE(state_tests::write_all(fd.get(), line)); }
+  std::string transcript() const {
+    std::string out = name + " read:";
+    for (const auto& l : lines) out += " [" + l + "]";
+    return out + (closed ? " <closed>" : fd ? " <open>" : " <closed by the test>");
+  }
+};
+using Server = std::shared_ptr<ServerEnd>;
+
+// A loop on a manual clock, a listener playing the server, and the control connection under test
+// (1 s heartbeat interval, 3 s heartbeat timeout). `calls` records its events in order.
+struct Fixture {
+  state_tests::ManualLoop ml;
+  state_tests::LoopbackListener listener;
+  std::vector<std::string> calls;  // "online", "new <id>", "close <id>"
+  ControlConnection control{
+      ml.loop,
+      listener.addresses(),
+      kDialTimeout,
+      kReconnectMax,
+      tunnel::HeartbeatSettings{1s, 3s},
+      {[this] { calls.push_back("online"); },
+       [this](const tunnel::ConnId& id) { calls.push_back("new " + id.hex()); },
+       [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}};
+  std::vector<Server> accepted;
+
+  std::string state() const { return name_of(control.state()); }
+  std::string report() const {
+    std::string out = "control state: " + state() +
+                      ", reconnects: " + std::to_string(control.reconnects()) + "\nevents:";
+    for (const auto& c : calls) out += " " + c + ";";
+    for (const auto& s : accepted) out += "\n" + s->transcript();
+    return out;
+  }
+  // After a loss: backing off, or (full jitter may draw a 0 ms delay) already dialling again.
+  bool gave_up(uint64_t reconnects_before) const {
+    return control.state() == ControlState::backing_off || control.reconnects() > reconnects_before;
+  }
+  // The next connection the client makes, accepted once its hello has arrived.
+  Server accept_next();
+  // start() has been called: accepts, reads the hello, answers OK, waits until online.
+  Server bring_online();
+};
+
+#define REQUIRE_EVENTUALLY(f, condition)                          \
+  do {                                                            \
+    bool held = (f).ml.pump_until([&] { return (condition); });   \
+    INFO("waited in vain for: " #condition "\n" << (f).report()); \
+    REQUIRE(held);                                                \
+  } while (false)
+
+Server Fixture::accept_next() {
+  tunnel::Fd fd;
+  bool arrived = ml.pump_until([&] {
+    if (!fd) fd = listener.accept_one();
+    return static_cast<bool>(fd);
+  });
+  INFO("expected a new connection at the listener\n" << report());
+  REQUIRE(arrived);
+  accepted.push_back(std::make_shared<ServerEnd>(
+      "connection " + std::to_string(accepted.size() + 1), std::move(fd)));
+  auto server = accepted.back();
+  REQUIRE_EVENTUALLY(*this, server->got(kHello));
+  return server;
+}
+
+Server Fixture::bring_online() {
+  auto server = accept_next();
+  server->say("OK\n");
+  REQUIRE_EVENTUALLY(*this, control.online());
+  return server;
+}
+
+// No connection reaches the listener, however far the clock moves.
+void check_no_reconnect(Fixture& f) {
+  for (auto step :
+       {tunnel::Duration(kReconnectMax), tunnel::Duration(1min), tunnel::Duration(1h)}) {
+    f.ml.advance(step);
+    f.ml.settle();
+  }
+  auto late = f.listener.accept_one();
+  INFO("a connection arrived after stop()\n" << f.report());
+  CHECK_FALSE(static_cast<bool>(late));
+}
+
+}  // namespace
+
+TEST_CASE("start() dials the server and says the hello, and OK brings it online once",
+          "[control]") {
+  Fixture f;
+  f.control.start();
+  CHECK(f.state() == "connecting");
+  auto server = f.accept_next();
+  CHECK(server->lines == std::vector<std::string>{kHello});
+  CHECK(f.state() == "awaiting-answer");
+  CHECK(f.calls.empty());
+  server->say("OK\n");
+  REQUIRE_EVENTUALLY(f, f.control.online());
+  f.ml.settle();
+  CHECK(f.state() == "online");
+  CHECK(f.calls == std::vector<std::string>{"online"});
+  CHECK(f.control.reconnects() == 0);
+}
+
+TEST_CASE("NEW <id> and CLOSE <id> reach on_new and on_close with that id", "[control]") {
+  Fixture f;
+  f.control.start();
+  auto server = f.bring_online();
+  auto a = tunnel::ConnId::random();
+  auto b = tunnel::ConnId::random();
+  server->say(tunnel::protocol::new_conn(a) + tunnel::protocol::new_conn(b) +
+              tunnel::protocol::close_conn(a));
+  REQUIRE_EVENTUALLY(f, f.calls.size() == 4);
+  CHECK(f.calls ==
+        std::vector<std::string>{"online", "new " + a.hex(), "new " + b.hex(), "close " + a.hex()});
+  CHECK(f.state() == "online");
+}
+
+TEST_CASE("PING <token> from the server is answered PONG <token>", "[control]") {
+  Fixture f;
+  f.control.start();
+  auto server = f.bring_online();
+  server->say("PING t-42\n");
+  REQUIRE_EVENTUALLY(f, server->got("PONG t-42"));
+  CHECK(f.state() == "online");
+}
+
+TEST_CASE("a line with an unknown verb is ignored and the connection stays", "[control]") {
+  Fixture f;
+  f.control.start();
+  auto server = f.bring_online();
+  auto id = tunnel::ConnId::random();
+  server->say("GREETINGS from a newer server\n" + tunnel::protocol::new_conn(id));
+  REQUIRE_EVENTUALLY(f, f.calls.size() == 2);
+  CHECK(f.calls == std::vector<std::string>{"online", "new " + id.hex()});
+  CHECK(f.state() == "online");
+  CHECK_FALSE(server->saw_close());
+  CHECK(f.control.reconnects() == 0);
+}
+
+TEST_CASE("a lost or refused control connection backs off, then reconnects within reconnect_max",
+          "[control]") {
+  Fixture f;
+  f.control.start();
+  std::vector<std::string> events_before_loss;
+  SECTION("a malformed line from the server") {
+    auto server = f.bring_online();
+    server->say("NEW not-an-id\n");
+    REQUIRE_EVENTUALLY(f, server->saw_close());
+    events_before_loss = {"online"};
+  }
+  SECTION("the server closing the connection") {
+    auto server = f.bring_online();
+    server->fd.reset();
+    events_before_loss = {"online"};
+  }
+  SECTION("ERR busy as the answer to the hello") {
+    auto server = f.accept_next();
+    server->say("ERR busy x\n");
+    REQUIRE_EVENTUALLY(f, server->saw_close());
+  }
+  REQUIRE_EVENTUALLY(f, f.gave_up(0));
+  CHECK_FALSE(f.control.online());
+  CHECK(f.calls == events_before_loss);
+  f.ml.advance(kReconnectMax);
+  auto again = f.accept_next();
+  CHECK(f.control.reconnects() == 1);
+  CHECK(f.state() == "awaiting-answer");
+  again->say("OK\n");
+  REQUIRE_EVENTUALLY(f, f.control.online());
+}
+
+TEST_CASE("a silent server is given up after the heartbeat timeout, then reconnected to",
+          "[control]") {
+  Fixture f;
+  f.control.start();
+  SECTION("silent after OK") {
+    f.bring_online();
+  }
+  SECTION("silent instead of answering the hello") {
+    f.accept_next();
+  }
+  auto server = f.accepted.back();
+  f.ml.advance(1s);
+  f.ml.advance(1s);
+  REQUIRE_EVENTUALLY(f, server->got("PING hb-2"));
+  CHECK(server->lines == std::vector<std::string>{kHello, "PING hb-1", "PING hb-2"});
+  // pings every interval, not closed before the timeout
+  CHECK_FALSE(server->saw_close());
+  f.ml.advance(1s);
+  REQUIRE_EVENTUALLY(f, server->saw_close());
+  CHECK(f.gave_up(0));
+  f.ml.advance(kReconnectMax);
+  f.accept_next();
+  CHECK(f.control.reconnects() == 1);
+}
+
+TEST_CASE("reconnect delays stay bounded by reconnect_max however many attempts fail",
+          "[control]") {
+  Fixture f;
+  f.control.start();
+  auto server = f.accept_next();
+  // Uncapped, the bound would double from 100 ms to 51 s by the tenth attempt.
+  for (uint64_t attempt = 1; attempt <= 10; ++attempt) {
+    server->fd.reset();  // accepted and dropped at once
+    REQUIRE_EVENTUALLY(f, f.gave_up(attempt - 1));
+    f.ml.advance(kReconnectMax);
+    server = f.accept_next();
+    INFO("attempt " << attempt << "\n" << f.report());
+    CHECK(f.control.reconnects() == attempt);
+  }
+}
+
+TEST_CASE("stop() closes the connection for good: no reconnect however far time moves",
+          "[control]") {
+  Fixture f;
+  f.control.start();
+  auto server = f.bring_online();
+  SECTION("stopped while online") {
+    f.control.stop();
+    CHECK(f.state() == "stopped");
+    REQUIRE_EVENTUALLY(f, server->saw_close());
+  }
+  SECTION("stopped while backing off") {
+    server->fd.reset();
+    REQUIRE_EVENTUALLY(f, f.gave_up(0));
+    f.control.stop();
+    CHECK(f.state() == "stopped");
+    f.ml.settle();
+    while (f.listener.accept_one()) {
+    }  // a 0 ms retry may have dialled before stop()
+  }
+  auto reconnects = f.control.reconnects();
+  check_no_reconnect(f);
+  CHECK(f.state() == "stopped");
+  CHECK(f.control.reconnects() == reconnects);
+  CHECK(f.calls == std::vector<std::string>{"online"});
+}
+
+TEST_CASE("send_line sends nothing unless online", "[control]") {
+  Fixture f;
+  auto id = tunnel::ConnId::random();
+  auto fail = tunnel::protocol::fail(id, "timeout");
+  f.control.send_line(fail);  // before start()
+  f.control.start();
+  auto server = f.accept_next();
+  f.control.send_line(fail);  // awaiting the answer to the hello
+  f.ml.settle();
+  CHECK(server->lines == std::vector<std::string>{kHello});
+  server->say("OK\n");
+  REQUIRE_EVENTUALLY(f, f.control.online());
+  f.control.send_line(fail);
+  std::string sent = fail.substr(0, fail.size() - 1);
+  REQUIRE_EVENTUALLY(f, server->got(sent));
+  CHECK(server->lines == std::vector<std::string>{kHello, sent});  // once: nothing was queued
+  server->fd.reset();
+  REQUIRE_EVENTUALLY(f, f.gave_up(0));
+  f.control.send_line(fail);  // backing off: dropped, no crash
+  f.ml.settle();
+  CHECK_FALSE(f.control.online());
+}
