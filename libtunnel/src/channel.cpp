@@ -34,6 +34,17 @@ void Channel::set_interest(uint32_t interest) {
   loop_.poller().modify(fd_.get(), interest_, this);
 }
 
+void Channel::suspend() {
+  unregister();
+}
+
+std::error_code Channel::resume() {
+  if (!suspended()) return {};
+  if (auto ec = loop_.poller().add(fd_.get(), interest_, this)) return ec;
+  registered_ = true;
+  return {};
+}
+
 Fd Channel::release() {
   unregister();
   return std::move(fd_);

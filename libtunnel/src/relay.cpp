@@ -1,5 +1,5 @@
-// The relay: two flows (a->b, b->a), each moving bytes through a pooled pipe with splice(2), or
-// through a buffer when no pipe is free or the descriptors cannot splice.
+// The relay: two flows (visitor -> service, service -> visitor), each moving bytes through a pooled
+// pipe with splice(2), or through a buffer when no pipe is free or the descriptors cannot splice.
 #include "tunnel/relay.hpp"
 
 #include <fcntl.h>
@@ -22,7 +22,7 @@ constexpr int kRoundsPerEvent = 4;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 const char* side_name(int side) {
-  return side == 0 ? "a" : "b";
+  return side == 0 ? "the visitor side" : "the service side";
 }
 
 // splice(2) into a socket has no MSG_NOSIGNAL: a peer gone mid-write raises SIGPIPE, which kills a
@@ -82,13 +82,13 @@ struct Relay::Flow {
   bool wants_read() const { return !eof && !pipe_full && room() > 0; }
 };
 
-Relay::Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done)
+Relay::Relay(EventLoop& loop, PipePool& pipes, Fd visitor_side, Fd service_side, Done done)
     : loop_(loop), pipes_(pipes), done_(std::move(done)) {
   block_sigpipe_in_this_thread();
-  set_nodelay(a.get());
-  set_nodelay(b.get());
-  Fd fds[2] = {std::move(a), std::move(b)};
-  for (int side = 0; side < 2; ++side) {
+  set_nodelay(visitor_side.get());
+  set_nodelay(service_side.get());
+  Fd fds[2] = {std::move(visitor_side), std::move(service_side)};
+  for (Side side : {kVisitor, kService}) {
     flow_[side] = std::make_unique<Flow>();
     flow_[side]->from = side;
     flow_[side]->to = 1 - side;
@@ -103,27 +103,32 @@ Relay::~Relay() {
     if (flow && flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
 }
 
-uint64_t Relay::bytes_a_to_b() const {
-  return flow_[0]->delivered;
+uint64_t Relay::bytes_to_service() const {
+  return flow_[kVisitor]->delivered;
 }
-uint64_t Relay::bytes_b_to_a() const {
-  return flow_[1]->delivered;
+uint64_t Relay::bytes_to_visitor() const {
+  return flow_[kService]->delivered;
+}
+
+RelayOutcome Relay::outcome(bool reset, std::string reason) const {
+  return {bytes_to_service(), bytes_to_visitor(), reset, std::move(reason)};
 }
 
 void Relay::abort(std::string reason) {
   if (!finished_) fail(std::move(reason));
 }
 
-void Relay::on_ready(int side, uint32_t events) {
+void Relay::on_ready(Side side, uint32_t events) {
   if (finished_) return;
   if (events & kError) {
     if (auto ec = take_socket_error(side_[side]->fd())) {
-      fail(fmt::format("{} on side {}", ec.message(), side_name(side)));
+      fail(fmt::format("{} on {}", ec.message(), side_name(side)));
       return;
     }
   }
-  // A hang-up is delivered whatever we asked for; the read and write below surface it as end of
-  // stream or as an error, so it cannot make us spin.
+  // A hang-up is delivered whatever we asked for. The read and write below surface it as end of
+  // stream or as an error when they can run; when they cannot, update_interest suspends the side.
+  if (events & kHangup) hung_up_[side] = true;
   bool hangup = events & (kHangup | kError);
   if ((events & kReadable) || hangup) pump(*flow_[side]);
   if (finished_) return;
@@ -174,7 +179,7 @@ void Relay::pump(Flow& flow) {
         // With bytes in the pipe, EAGAIN may mean the pipe is out of slots, not the socket empty.
         if (flow.mode == Flow::Mode::pipe && flow.pending > 0) flow.pipe_full = true;
       } else if (errno != EINTR) {
-        fail(fmt::format("{} reading side {}", std::strerror(errno), side_name(flow.from)));
+        fail(fmt::format("{} reading {}", std::strerror(errno), side_name(flow.from)));
         return;
       }
     }
@@ -195,7 +200,7 @@ void Relay::pump(Flow& flow) {
       } else if (errno != EAGAIN && errno != EINTR) {
         int error = errno;
         if (error == EPIPE) take_back_sigpipe();
-        fail(fmt::format("{} writing side {}", std::strerror(error), side_name(flow.to)));
+        fail(fmt::format("{} writing {}", std::strerror(error), side_name(flow.to)));
         return;
       }
     }
@@ -219,7 +224,7 @@ void Relay::pump(Flow& flow) {
 }
 
 void Relay::update_interest() {
-  for (int side = 0; side < 2; ++side) {
+  for (Side side : {kVisitor, kService}) {
     Channel& channel = *side_[side];
     if (channel.fd() < 0) continue;
     const Flow& reading = *flow_[side];
@@ -234,6 +239,19 @@ void Relay::update_interest() {
     if (reading.wants_read()) interest |= kReadable;
     if (writing.pending > 0) interest |= kWritable;
     channel.set_interest(interest);
+    // A hung-up socket (both ways shut at the TCP level, e.g. our FIN out and the peer's in) is
+    // reported on every poll whatever the interest. With nothing to ask of it (its flow waits for
+    // the other side to drain, nothing is pending for it), the relay cannot act on that report:
+    // left registered, it would wake the loop again and again until the other side drains, forever
+    // if nobody reads there. So it leaves the poller until it has something to do again; the other
+    // side's writable event that frees room for its flow brings us back here. A side that has not
+    // hung up stays registered even with no interest, so that a reset on it is seen at once.
+    if (interest == 0 && hung_up_[side]) {
+      channel.suspend();
+    } else if (auto ec = channel.resume()) {
+      fail(fmt::format("{} watching {} again", ec.message(), side_name(side)));
+      return;
+    }
   }
 }
 
@@ -242,8 +260,7 @@ void Relay::maybe_finish() {
   finished_ = true;
   side_[0]->close();
   side_[1]->close();
-  RelayOutcome outcome{flow_[0]->delivered, flow_[1]->delivered, false, "closed"};
-  loop_.defer([done = std::move(done_), outcome] { done(outcome); });
+  loop_.defer([done = std::move(done_), ended = outcome(false, "closed")] { done(ended); });
 }
 
 void Relay::fail(std::string reason) {
@@ -257,8 +274,7 @@ void Relay::fail(std::string reason) {
     flow->pipe = {};
     flow->mode = Flow::Mode::idle;
   }
-  RelayOutcome outcome{flow_[0]->delivered, flow_[1]->delivered, true, std::move(reason)};
-  loop_.defer([done = std::move(done_), outcome] { done(outcome); });
+  loop_.defer([done = std::move(done_), ended = outcome(true, std::move(reason))] { done(ended); });
 }
 
 }  // namespace tunnel

@@ -1,4 +1,5 @@
-// Relay over real sockets: X <-> a [Relay] b <-> Y, with X and Y driven non-blocking from the test
+// Relay over real sockets: X <-> visitor side [Relay] service side <-> Y, with X (the external
+// user) and Y (the private service) driven non-blocking from the test
 // thread between loop rounds. Covers integrity, half-close both ways, resets, the done callback,
 // the buffer path (no pipes) against the splice path, and unix sockets.
 #include "tunnel/relay.hpp"
@@ -180,14 +181,14 @@ struct Peer {
   }
 };
 
-// The relay under test with X on side a and Y on side b.
+// The relay under test with X beyond its visitor side and Y beyond its service side.
 struct Harness {
   EventLoop loop;
   PipePool pool;
   size_t pool_size;
   Peer x, y;
-  Fd a, b;  // the relay's sides until start() hands them over
-  int a_fd = -1, b_fd = -1;
+  Fd visitor, service;  // the relay's sides until start() hands them over
+  int visitor_fd = -1, service_fd = -1;
   std::unique_ptr<Relay> relay;
   int done_calls = 0;
   std::optional<RelayOutcome> outcome;
@@ -199,48 +200,54 @@ struct Harness {
     size_t max_pipes = 1024;
     size_t pipe_size = 64 * 1024;
     bool unix_sockets = false;  // socketpairs instead of loopback TCP
-    // Small socket buffers between side b and Y, so that bytes X sends pile up in the relay's pipe
+    // Small socket buffers between the service side and Y, so that bytes X sends pile up in the
+    // relay's pipe
     // rather than in the kernel beyond it.
-    bool small_b_path = false;
+    bool small_service_path = false;
     bool start_relay = true;  // false: call start() later, after the peers have acted
+    // SO_RCVBUF of the visitor side (0: the kernel's default, autotuned).
+    int visitor_receive_buffer = 0;
   };
 
   explicit Harness(Setup setup)
       : pool(setup.max_pipes, setup.pipe_size), pool_size(setup.max_pipes) {
     if (setup.unix_sockets) {
-      auto xa = unix_pair();
-      auto by = unix_pair();
-      x.fd = std::move(xa.connecting);
-      a = std::move(xa.accepted);
-      b = std::move(by.connecting);
-      y.fd = std::move(by.accepted);
+      auto x_visitor = unix_pair();
+      auto service_y = unix_pair();
+      x.fd = std::move(x_visitor.connecting);
+      visitor = std::move(x_visitor.accepted);
+      service = std::move(service_y.connecting);
+      y.fd = std::move(service_y.accepted);
     } else {
-      Loopback loopback;
-      auto xa = loopback.connect();
-      if (setup.small_b_path) loopback.set_accepted_receive_buffer(16 * 1024);
-      auto by = loopback.connect();
-      x.fd = std::move(xa.connecting);
-      a = std::move(xa.accepted);
-      b = std::move(by.connecting);
-      y.fd = std::move(by.accepted);
-      if (setup.small_b_path) {
+      // One listener per pair: the relay's visitor side is accepted, Y is accepted.
+      Loopback visitor_listener, service_listener;
+      if (setup.visitor_receive_buffer > 0)
+        visitor_listener.set_accepted_receive_buffer(setup.visitor_receive_buffer);
+      if (setup.small_service_path) service_listener.set_accepted_receive_buffer(16 * 1024);
+      auto x_visitor = visitor_listener.connect();
+      auto service_y = service_listener.connect();
+      x.fd = std::move(x_visitor.connecting);
+      visitor = std::move(x_visitor.accepted);
+      service = std::move(service_y.connecting);
+      y.fd = std::move(service_y.accepted);
+      if (setup.small_service_path) {
         int bytes = 16 * 1024;
-        REQUIRE(::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) == 0);
+        REQUIRE(::setsockopt(service.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) == 0);
       }
     }
-    a_fd = a.get();
-    b_fd = b.get();
+    visitor_fd = visitor.get();
+    service_fd = service.get();
     if (setup.start_relay) start();
   }
 
   void start() {
-    relay = std::make_unique<Relay>(loop, pool, std::move(a), std::move(b),
-                                    [this](const RelayOutcome& o) {
-                                      ++done_calls;
-                                      outcome = o;
-                                      fds_closed_when_done = !fd_is_open(a_fd) && !fd_is_open(b_fd);
-                                      if (on_done) on_done();
-                                    });
+    relay = std::make_unique<Relay>(
+        loop, pool, std::move(visitor), std::move(service), [this](const RelayOutcome& o) {
+          ++done_calls;
+          outcome = o;
+          fds_closed_when_done = !fd_is_open(visitor_fd) && !fd_is_open(service_fd);
+          if (on_done) on_done();
+        });
   }
 
   void round() {
@@ -273,8 +280,8 @@ struct Harness {
                     "; done calls " + std::to_string(done_calls);
     if (outcome)
       s += "; outcome reset=" + std::to_string(outcome->reset) + " reason '" + outcome->reason +
-           "' a->b " + std::to_string(outcome->bytes_a_to_b) + " b->a " +
-           std::to_string(outcome->bytes_b_to_a);
+           "' to service " + std::to_string(outcome->bytes_to_service) + " to visitor " +
+           std::to_string(outcome->bytes_to_visitor);
     return s;
   }
 };
@@ -322,10 +329,10 @@ TEST_CASE(
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
   CHECK(h.outcome->reason == "closed");
-  CHECK(h.outcome->bytes_a_to_b == x_to_y.size());
-  CHECK(h.outcome->bytes_b_to_a == y_to_x.size());
-  CHECK(h.relay->bytes_a_to_b() == x_to_y.size());
-  CHECK(h.relay->bytes_b_to_a() == y_to_x.size());
+  CHECK(h.outcome->bytes_to_service == x_to_y.size());
+  CHECK(h.outcome->bytes_to_visitor == y_to_x.size());
+  CHECK(h.relay->bytes_to_service() == x_to_y.size());
+  CHECK(h.relay->bytes_to_visitor() == y_to_x.size());
   CHECK(h.done_calls == 1);
   CHECK(h.fds_closed_when_done);
   CHECK(h.pool.in_use() == 0);
@@ -342,7 +349,7 @@ TEST_CASE("relay: buffer path and splice path give the same bytes and counts") {
     INFO("max_pipes " << max_pipes << ": " << h.state());
     REQUIRE(ended);
     REQUIRE(h.outcome);
-    return std::make_tuple(h.y.in, h.x.in, h.outcome->bytes_a_to_b, h.outcome->bytes_b_to_a,
+    return std::make_tuple(h.y.in, h.x.in, h.outcome->bytes_to_service, h.outcome->bytes_to_visitor,
                            h.outcome->reset, h.outcome->reason);
   };
   auto spliced = run(1024);
@@ -368,7 +375,7 @@ TEST_CASE("relay: bytes and a FIN that arrived before the relay started are deli
   h.x.step();
   h.y.step();
   REQUIRE(h.x.shut);
-  pollfd ready[2] = {{h.a_fd, POLLIN, 0}, {h.b_fd, POLLIN, 0}};
+  pollfd ready[2] = {{h.visitor_fd, POLLIN, 0}, {h.service_fd, POLLIN, 0}};
   REQUIRE(::poll(ready, 2, 2000) >= 1);  // the bytes wait in the kernel for the relay
   h.start();
   bool arrived = h.run_until([&] { return h.y.finished() && h.x.in.size() >= 25; }, 5s);
@@ -381,8 +388,8 @@ TEST_CASE("relay: bytes and a FIN that arrived before the relay started are deli
   REQUIRE(h.run_until([&] { return h.finished() && h.x.finished(); }, 5s));
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == early.size());
-  CHECK(h.outcome->bytes_b_to_a == 25);
+  CHECK(h.outcome->bytes_to_service == early.size());
+  CHECK(h.outcome->bytes_to_visitor == 25);
 }
 
 TEST_CASE("relay: half-close from X: Y reads EOF and still talks back and the relay ends cleanly") {
@@ -417,8 +424,8 @@ TEST_CASE("relay: half-close from X: Y reads EOF and still talks back and the re
   CHECK(h.x.eof);
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == request.size());
-  CHECK(h.outcome->bytes_b_to_a == response.size());
+  CHECK(h.outcome->bytes_to_service == request.size());
+  CHECK(h.outcome->bytes_to_visitor == response.size());
   for (int i = 0; i < 20; ++i) h.round();
   CHECK(h.done_calls == 1);
 }
@@ -448,8 +455,8 @@ TEST_CASE("relay: half-close from Y: X reads EOF and still talks back and the re
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
   CHECK(h.outcome->reason == "closed");
-  CHECK(h.outcome->bytes_a_to_b == upload.size());
-  CHECK(h.outcome->bytes_b_to_a == banner.size());
+  CHECK(h.outcome->bytes_to_service == upload.size());
+  CHECK(h.outcome->bytes_to_visitor == banner.size());
   CHECK(h.done_calls == 1);
 }
 
@@ -484,7 +491,7 @@ TEST_CASE("relay: a FIN is passed on only after every byte before it has been de
   CHECK(h.x.in == "bye");
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == payload.size());
+  CHECK(h.outcome->bytes_to_service == payload.size());
 }
 
 TEST_CASE("relay: a reset by X resets Y promptly and the relay ends with reset") {
@@ -506,9 +513,9 @@ TEST_CASE("relay: a reset by X resets Y promptly and the relay ends with reset")
   CHECK(is_reset_or_eof(h.y));
   REQUIRE(h.outcome);
   CHECK(h.outcome->reset);
-  CHECK_THAT(h.outcome->reason, Catch::Contains("side a"));
-  CHECK(h.outcome->bytes_a_to_b == 5);
-  CHECK(h.outcome->bytes_b_to_a == 2);
+  CHECK_THAT(h.outcome->reason, Catch::Contains("visitor side"));
+  CHECK(h.outcome->bytes_to_service == 5);
+  CHECK(h.outcome->bytes_to_visitor == 2);
   CHECK(h.done_calls == 1);
   CHECK(h.fds_closed_when_done);
   CHECK(h.pool.in_use() == 0);
@@ -532,7 +539,7 @@ TEST_CASE("relay: a reset by Y resets X promptly and the relay ends with reset")
   CHECK(is_reset_or_eof(h.x));
   REQUIRE(h.outcome);
   CHECK(h.outcome->reset);
-  CHECK_THAT(h.outcome->reason, Catch::Contains("side b"));
+  CHECK_THAT(h.outcome->reason, Catch::Contains("service side"));
   CHECK(h.done_calls == 1);
 }
 
@@ -563,7 +570,9 @@ TEST_CASE("relay: a reset with bytes stuck in the relay frees its pipes") {
     last_sent = h.x.sent;
     return still > 50;
   }));
-  if (c.max_pipes > 0) CHECK(h.pool.in_use() > 0);  // the stalled flow holds a full pipe
+  // The stalled flow holds a full pipe. X may look stalled a little before the relay is (a large
+  // receive buffer on the visitor side still draining through one-page pipes): wait for it.
+  if (c.max_pipes > 0) CHECK(h.run_until([&] { return h.pool.in_use() > 0; }, 5s));
   h.y.reset();
   bool ended = h.run_until([&] { return h.finished() && h.x.finished(); }, 5s);
   INFO(h.state());
@@ -610,7 +619,7 @@ TEST_CASE("relay: abort resets both sides and reports the reason once") {
   REQUIRE(h.outcome);
   CHECK(h.outcome->reset);
   CHECK(h.outcome->reason == "shutting down");
-  CHECK(h.outcome->bytes_a_to_b == 5);
+  CHECK(h.outcome->bytes_to_service == 5);
   CHECK(h.fds_closed_when_done);
   // Reset, not a clean end: both peers see a reset (or at worst an end of stream).
   CHECK(is_reset_or_eof(h.x));
@@ -644,11 +653,11 @@ TEST_CASE(
     last_sent = h.x.sent;
     return still > 50;
   }));
-  CHECK(h.pool.in_use() > 0);
+  CHECK(h.run_until([&] { return h.pool.in_use() > 0; }, 5s));  // as in the test above
   h.relay.reset();
   CHECK(h.pool.in_use() == 0);
-  CHECK_FALSE(fd_is_open(h.a_fd));
-  CHECK_FALSE(fd_is_open(h.b_fd));
+  CHECK_FALSE(fd_is_open(h.visitor_fd));
+  CHECK_FALSE(fd_is_open(h.service_fd));
   h.y.reading = true;
   bool closed = h.run_until([&] { return h.x.finished() && h.y.finished(); }, 5s);
   INFO(h.state());
@@ -687,10 +696,11 @@ TEST_CASE("relay: after a half-close the relay does not spin on the finished sid
 
 TEST_CASE("relay: a side finished both ways is closed while the other direction drains") {
   // Y half-closes first. Then X sends 512 KiB and its FIN while Y is not reading: with a 1 MiB pipe
-  // and small buffers beyond side b, the relay reads all of it and the FIN, and most bytes wait in
-  // its pipe. Side a is then done both ways, so the relay closes it at once: left open, the hang-up
+  // and small buffers beyond the service side, the relay reads all of it and the FIN, and most
+  // bytes wait in its pipe. The visitor side is then done both ways, so the relay closes it at
+  // once: left open, the hang-up
   // epoll reports for it would wake the loop again and again while the bytes wait for Y.
-  Harness h({.max_pipes = 16, .pipe_size = 1024 * 1024, .small_b_path = true});
+  Harness h({.max_pipes = 16, .pipe_size = 1024 * 1024, .small_service_path = true});
   h.y.send("early goodbye", true);
   REQUIRE(h.run_until([&] { return h.x.finished(); }, 5s));
   CHECK(h.x.eof);
@@ -698,7 +708,7 @@ TEST_CASE("relay: a side finished both ways is closed while the other direction 
   const std::string payload = random_bytes(512 * 1024, 10);
   h.x.send(payload, true);
   REQUIRE(h.run_until([&] { return h.x.shut; }, 5s));
-  h.run_until([&] { return !fd_is_open(h.a_fd); }, 1s);  // time for the relay to read the FIN
+  h.run_until([&] { return !fd_is_open(h.visitor_fd); }, 1s);  // time for the relay to read the FIN
   int rounds = 0;
   auto start = Clock::now();
   while (Clock::now() - start < 200ms) {
@@ -707,7 +717,7 @@ TEST_CASE("relay: a side finished both ways is closed while the other direction 
   }
   INFO(h.state() << "; pipes in use " << h.pool.in_use());
   CHECK(rounds <= 5);
-  CHECK_FALSE(fd_is_open(h.a_fd));
+  CHECK_FALSE(fd_is_open(h.visitor_fd));
   CHECK(h.done_calls == 0);  // bytes for Y are still waiting
 
   h.y.reading = true;
@@ -718,8 +728,8 @@ TEST_CASE("relay: a side finished both ways is closed while the other direction 
   CHECK(difference(payload, h.y.in) == "");
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == payload.size());
-  CHECK(h.outcome->bytes_b_to_a == 13);
+  CHECK(h.outcome->bytes_to_service == payload.size());
+  CHECK(h.outcome->bytes_to_visitor == 13);
 }
 
 TEST_CASE("relay: a receiver that stops reading does not make the relay spin") {
@@ -775,8 +785,8 @@ TEST_CASE("relay: unix stream sockets are relayed the same with and without pipe
   CHECK(difference(y_to_x, h.x.in) == "");
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == x_to_y.size());
-  CHECK(h.outcome->bytes_b_to_a == y_to_x.size());
+  CHECK(h.outcome->bytes_to_service == x_to_y.size());
+  CHECK(h.outcome->bytes_to_visitor == y_to_x.size());
   CHECK(h.pool.in_use() == 0);
 }
 
@@ -796,14 +806,14 @@ TEST_CASE("relay: unix sockets: half-close then an answer after it then the othe
   CHECK(h.x.eof);
   REQUIRE(h.outcome);
   CHECK_FALSE(h.outcome->reset);
-  CHECK(h.outcome->bytes_a_to_b == 8);
-  CHECK(h.outcome->bytes_b_to_a == 6);
+  CHECK(h.outcome->bytes_to_service == 8);
+  CHECK(h.outcome->bytes_to_visitor == 6);
 }
 
 TEST_CASE(
     "relay: unix sockets: a receiver closing with bytes on the way means reset and no SIGPIPE") {
-  // Y stops reading, X keeps sending, then Y closes: the relay's next write to side b fails
-  // (EPIPE). That must end the relay as a reset without raising SIGPIPE, on either path.
+  // Y stops reading, X keeps sending, then Y closes: the relay's next write to the service side
+  // fails (EPIPE). That must end the relay as a reset without raising SIGPIPE, on either path.
   auto config = GENERATE(0, 1);
   const PoolConfig& c = kConfigs[config];
   INFO("pool: " << c.name);
@@ -831,13 +841,13 @@ TEST_CASE(
   REQUIRE(ended);
   REQUIRE(h.outcome);
   CHECK(h.outcome->reset);
-  CHECK_THAT(h.outcome->reason, Catch::Contains("side b"));
+  CHECK_THAT(h.outcome->reason, Catch::Contains("service side"));
   CHECK(h.pool.in_use() == 0);
 }
 
 TEST_CASE("relay: the relayed sockets get TCP_NODELAY") {
   Harness h({});
-  for (int fd : {h.a_fd, h.b_fd}) {
+  for (int fd : {h.visitor_fd, h.service_fd}) {
     int value = 0;
     socklen_t length = sizeof value;
     REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &length) == 0);
@@ -901,4 +911,59 @@ TEST_CASE("relay: many relays on one loop with one small pool all deliver") {
     CHECK_FALSE(ones[i]->outcome->reset);
   }
   CHECK(pool.in_use() == 0);
+}
+
+TEST_CASE(
+    "relay: one direction ended and the other stalled by a reader that does not read: the loop "
+    "sleeps, then every byte and the FIN arrive") {
+  // DESIGN §4. Y shuts its write side at once and reads nothing; X sends N bytes and then its FIN.
+  // Once X's FIN reaches the visitor side, that socket has ended both ways (our FIN out, X's in)
+  // and epoll reports a hang-up for it whatever the interest, while the relay cannot read it: its
+  // flow waits for Y. Small buffers beyond the service side make the flow stall early, a large
+  // receive buffer on the visitor side lets X's bytes and FIN reach it; which sizes end in that
+  // state still depends on the kernel's buffers, hence the sweep.
+  auto config = GENERATE(0, 1);
+  auto size = GENERATE(as<size_t>{}, 64 * 1024, 128 * 1024, 192 * 1024, 256 * 1024, 384 * 1024,
+                       512 * 1024, 768 * 1024, 1 * kMiB, 2 * kMiB, 4 * kMiB, 8 * kMiB);
+  const PoolConfig& c = kConfigs[config];
+  INFO("pool: " << c.name << "; payload " << size << " bytes");
+  Harness h({.max_pipes = c.max_pipes,
+             .pipe_size = c.pipe_size,
+             .small_service_path = true,
+             .visitor_receive_buffer = 1024 * 1024});
+  h.y.reading = false;
+  h.y.send("", true);
+  REQUIRE(h.run_until([&] { return h.x.finished(); }, 5s));
+  REQUIRE(h.x.eof);
+
+  const std::string payload = random_bytes(size, 13);
+  h.x.send(payload, true);
+  // X sends until everything and its FIN are out, or every buffer on the way is full.
+  size_t last_sent = 0;
+  int still = 0;
+  REQUIRE(h.run_until([&] {
+    still = h.x.sent == last_sent ? still + 1 : 0;
+    last_sent = h.x.sent;
+    return still > 50;
+  }));
+
+  const uint64_t rounds_before = h.loop.rounds();
+  const auto start = Clock::now();
+  while (Clock::now() - start < 300ms) h.loop.run_once(100);
+  const uint64_t idle_rounds = h.loop.rounds() - rounds_before;
+  INFO(h.state() << "; X's FIN sent: " << h.x.shut << "; loop rounds over 300 ms while Y reads "
+                 << "nothing: " << idle_rounds);
+  CHECK(idle_rounds <= 10);
+
+  h.y.reading = true;
+  bool ended = h.run_until([&] { return h.finished() && h.y.finished(); }, 20s);
+  INFO(h.state());
+  REQUIRE(ended);
+  CHECK(h.y.eof);
+  CHECK(difference(payload, h.y.in) == "");
+  REQUIRE(h.outcome);
+  CHECK_FALSE(h.outcome->reset);
+  CHECK(h.outcome->bytes_to_service == payload.size());
+  CHECK(h.outcome->bytes_to_visitor == 0);
+  CHECK(h.pool.in_use() == 0);
 }

@@ -18,40 +18,48 @@
 namespace tunnel {
 
 struct RelayOutcome {
-  uint64_t bytes_a_to_b = 0;
-  uint64_t bytes_b_to_a = 0;
-  bool reset = false;  // ended by an error or reset rather than two clean FINs
-  std::string reason;  // "closed", or what went wrong and on which side
+  uint64_t bytes_to_service = 0;  // read from the visitor side, delivered to the service side
+  uint64_t bytes_to_visitor = 0;  // read from the service side, delivered to the visitor side
+  bool reset = false;             // ended by an error or reset rather than two clean FINs
+  std::string reason;             // "closed", or what went wrong and on which side
 };
 
 class Relay {
  public:
   using Done = std::function<void(const RelayOutcome&)>;
 
-  // Both sockets must be connected and non-blocking. `done` runs once, deferred to the end of the
-  // loop's current batch, after both descriptors are closed; it may destroy the Relay.
-  Relay(EventLoop& loop, PipePool& pipes, Fd a, Fd b, Done done);
+  // The visitor side is the socket toward the external user (the A connection on the server, the
+  // data connection on the client); the service side is the one toward the private service (the
+  // data connection on the server, the target connection on the client). Both must be connected
+  // and non-blocking. `done` runs once, deferred to the end of the loop's current batch, after
+  // both descriptors are closed; it may destroy the Relay.
+  Relay(EventLoop& loop, PipePool& pipes, Fd visitor_side, Fd service_side, Done done);
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
   // Ends the relay now with resets on both sides (used when shutting down hard).
   void abort(std::string reason);
-  uint64_t bytes_a_to_b() const;
-  uint64_t bytes_b_to_a() const;
+  uint64_t bytes_to_service() const;
+  uint64_t bytes_to_visitor() const;
 
  private:
+  // Index of a side in side_, hung_up_ and flow_ (flow_[s] reads side s).
+  enum Side { kVisitor = 0, kService = 1 };
   struct Flow;
-  void on_ready(int side, uint32_t events);
+  void on_ready(Side side, uint32_t events);
   void pump(Flow& flow);
   void update_interest();
   void fail(std::string reason);
   void maybe_finish();
+  RelayOutcome outcome(bool reset, std::string reason) const;
 
   EventLoop& loop_;
   PipePool& pipes_;
   std::unique_ptr<Channel> side_[2];
-  std::unique_ptr<Flow> flow_[2];  // flow_[0]: a -> b, flow_[1]: b -> a
+  // flow_[kVisitor]: visitor -> service, flow_[kService]: service -> visitor.
+  std::unique_ptr<Flow> flow_[2];
+  bool hung_up_[2] = {false, false};  // the poller has reported a hang-up for that side
   Done done_;
   bool finished_ = false;
 };
