@@ -1,18 +1,14 @@
-// tunnel-client: the control connection, the connections being set up (links) and the relays, all
-// on one event loop.
+// tunnel-client: the control connection (the session with the server) and the link table (every
+// connection id being served), all on one event loop.
 #pragma once
 
 #include <memory>
-#include <unordered_map>
 
 #include "client_config.hpp"
 #include "client_metrics.hpp"
 #include "control_connection.hpp"
-#include "data_link.hpp"
-#include "tunnel/log.hpp"
+#include "link_table.hpp"
 #include "tunnel/metrics_endpoint.hpp"
-#include "tunnel/pipe_pool.hpp"
-#include "tunnel/relay.hpp"
 
 namespace tunnel::client {
 
@@ -28,26 +24,19 @@ class Client {
   // Resets every relay still running.
   void abort_relays();
 
+  const LinkTable& links() const { return links_; }
+  const ControlConnection& control() const { return control_; }
+
  private:
   void on_online();
-  void on_new(const ConnId& id);
-  void on_close(const ConnId& id);
-  void on_link_ready(const ConnId& id, Fd data, Fd target);
-  void on_link_failed(const ConnId& id, std::string_view reason, bool to_target);
-  void check_drained();
   ClientGauges gauges() const;
 
   EventLoop& loop_;
   ClientConfig config_;
   SocketAddresses server_;
   SocketAddresses target_;
-  PipePool pipes_;
-  PeriodicTimer pipe_trimmer_;
   ControlConnection control_;
-  std::unordered_map<ConnId, std::unique_ptr<DataLink>, ConnIdHash> links_;
-  std::unordered_map<ConnId, std::unique_ptr<Relay>, ConnIdHash> relays_;
-  log::RateLimit failure_log_;
-  std::function<void()> drained_;
+  LinkTable links_;
   bool ready_sent_ = false;
 
   ClientCounters counters_;

@@ -1,20 +1,12 @@
 // Client metrics in Prometheus text format.
 #include "client_metrics.hpp"
 
-#include <algorithm>
 #include <numeric>
 
 #include "tunnel/log.hpp"
 #include "tunnel/metrics_text.hpp"
 
 namespace tunnel::client {
-
-void ClientCounters::count_failure(std::string_view reason) {
-  auto it = std::find(kFailReasons.begin(), kFailReasons.end(), reason);
-  // Unknown words land on the generic bucket, so the total always adds up.
-  size_t index = it != kFailReasons.end() ? static_cast<size_t>(it - kFailReasons.begin()) : 5;
-  ++failed[index];
-}
 
 std::string render_metrics(const ClientCounters& c, const ClientGauges& g) {
   MetricsText m;
@@ -32,8 +24,9 @@ std::string render_metrics(const ClientCounters& c, const ClientGauges& g) {
   m.sample("tunnel_connections_relayed_total", c.relayed);
   m.family("tunnel_connections_failed_total", "counter",
            "Connections reported to the server with FAIL, by reason.");
-  for (size_t i = 0; i < kFailReasons.size(); ++i)
-    m.sample("tunnel_connections_failed_total", c.failed[i], {{"reason", kFailReasons[i]}});
+  for (size_t i = 0; i < kFailReasons; ++i)
+    m.sample("tunnel_connections_failed_total", c.failed[i],
+             {{"reason", to_string(static_cast<FailReason>(i))}});
   m.family("tunnel_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
   m.sample("tunnel_relayed_bytes_total", c.bytes_to_target + g.live_bytes_to_target,
            {{"direction", "to_target"}});

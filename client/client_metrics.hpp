@@ -6,20 +6,16 @@
 #include <string>
 #include <string_view>
 
+#include "fail_reason.hpp"
+
 namespace tunnel::client {
 
-// FAIL reasons the client reports; every one is exposed, at 0 until it happens.
-inline constexpr std::array<std::string_view, 7> kFailReasons = {
-    "connection-refused", "timeout",        "unreachable",        "reset",
-    "out-of-descriptors", "connect-failed", "data-connect-failed"};
-
 struct ClientCounters {
-  uint64_t requested = 0;  // NEW <id> received
-  uint64_t relayed = 0;    // connections that reached the relay
-  std::array<uint64_t, kFailReasons.size()> failed{};
-  uint64_t bytes_to_target = 0;  // of relays that have finished
+  uint64_t requested = 0;                       // NEW <id> received
+  uint64_t relayed = 0;                         // connections that reached the relay
+  std::array<uint64_t, kFailReasons> failed{};  // by FailReason; every one exposed, 0 until seen
+  uint64_t bytes_to_target = 0;                 // of relays that have finished
   uint64_t bytes_from_target = 0;
-  void count_failure(std::string_view reason);
 };
 
 struct ClientGauges {

@@ -52,8 +52,8 @@ void ControlConnection::connect() {
 }
 
 void ControlConnection::on_connected(Fd fd, std::error_code error) {
-  // The connector is done; it goes once this callback has returned.
-  loop_.defer([old = std::shared_ptr<Connector>(std::move(connector_))] {});
+  // Inside the connector's own callback (event_loop.hpp, the lifetime rule).
+  loop_.destroy_later(std::move(connector_));
   if (error) return lost("control-lost", fmt::format("reason=\"{}\"", error.message()));
   connection_ = std::make_unique<LineConnection>(
       loop_, std::move(fd), [this](std::string_view line) { on_line(line); },
@@ -113,7 +113,8 @@ void ControlConnection::send_line(std::string_view line) {
 void ControlConnection::lost(std::string_view event, std::string_view fields) {
   if (connection_) {
     connection_->close();
-    loop_.defer([old = std::shared_ptr<LineConnection>(std::move(connection_))] {});
+    // Possibly inside the connection's own callback (event_loop.hpp, the lifetime rule).
+    loop_.destroy_later(std::move(connection_));
   }
   stable_.cancel();
   heartbeat_.stop();
@@ -130,7 +131,7 @@ void ControlConnection::stop() {
   retry_.cancel();
   stable_.cancel();
   heartbeat_.stop();
-  connector_.reset();
+  loop_.destroy_later(std::move(connector_));
   if (connection_) connection_->close();
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "control_link.hpp"
 #include "tunnel/backoff.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/connector.hpp"
@@ -18,7 +19,7 @@ namespace tunnel::client {
 
 enum class ControlState { backing_off, connecting, awaiting_answer, online, stopped };
 
-class ControlConnection {
+class ControlConnection final : public ControlLink {
  public:
   struct Events {
     std::function<void()> on_online;
@@ -33,7 +34,7 @@ class ControlConnection {
   void start();
   // Closes the connection for good: no reconnect.
   void stop();
-  void send_line(std::string_view line);
+  void send_line(std::string_view line) override;
   ControlState state() const { return state_; }
   bool online() const { return state_ == ControlState::online; }
   // Attempts made after a failure or a lost connection.

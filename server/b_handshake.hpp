@@ -12,19 +12,29 @@
 
 namespace tunnel::server {
 
+// Why a B connection never produced a first line.
+enum class HandshakeFailure {
+  timeout,        // nothing complete within the handshake timeout
+  line_too_long,  // no `\n` within the maximum line length
+  closed,         // the peer closed before a whole line (not worth a warning)
+  reset,          // the peer reset, or a read failed
+};
+std::string_view to_string(HandshakeFailure failure);
+
 class BHandshake {
  public:
-  // Exactly one of the two is called, once. on_line gets the line without `\n` and takes the
-  // socket; on_failed gets a reason word (handshake-timeout, line-too-long, closed, ...).
+  // Exactly one of the two is called, once, from the handshake's own handlers (the owner hands a
+  // finished handshake to EventLoop::destroy_later). on_line gets the line without `\n` and takes
+  // the socket.
   using OnLine = std::function<void(Fd fd, std::string_view line)>;
-  using OnFailed = std::function<void(std::string_view reason, std::string_view peer)>;
+  using OnFailed = std::function<void(HandshakeFailure failure, std::string_view peer)>;
 
   BHandshake(EventLoop& loop, Fd fd, Duration timeout, OnLine on_line, OnFailed on_failed);
   const std::string& peer() const { return peer_; }
 
  private:
   void on_readable();
-  void give_up(std::string_view reason);
+  void give_up(HandshakeFailure failure);
 
   Channel channel_;
   Timer deadline_;

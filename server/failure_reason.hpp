@@ -16,14 +16,31 @@ enum class FailureReason {
   bad_handshake,       // B: malformed first line, wrong version, oversize, reset mid-line
   handshake_timeout,   // B: no first line in time
   unknown_id,          // B: DATA for an id that is not pending (unknown, used, expired)
+  last_ = unknown_id,  // keep last: sizes the counters
 };
-inline constexpr size_t kFailureReasons = 8;
+inline constexpr size_t kFailureReasons = static_cast<size_t>(FailureReason::last_) + 1;
 
+// A switch without default: a new reason that is not named here fails to compile (-Wswitch).
 constexpr std::string_view to_string(FailureReason reason) {
-  constexpr std::string_view kWords[kFailureReasons] = {
-      "no-client",    "pair-timeout",  "target-unreachable", "max-pending",
-      "closed-early", "bad-handshake", "handshake-timeout",  "unknown-id"};
-  return kWords[static_cast<size_t>(reason)];
+  switch (reason) {
+    case FailureReason::no_client:
+      return "no-client";
+    case FailureReason::pair_timeout:
+      return "pair-timeout";
+    case FailureReason::target_unreachable:
+      return "target-unreachable";
+    case FailureReason::max_pending:
+      return "max-pending";
+    case FailureReason::closed_early:
+      return "closed-early";
+    case FailureReason::bad_handshake:
+      return "bad-handshake";
+    case FailureReason::handshake_timeout:
+      return "handshake-timeout";
+    case FailureReason::unknown_id:
+      return "unknown-id";
+  }
+  return "?";
 }
 
 }  // namespace tunnel::server

@@ -1,30 +1,26 @@
-// tunnel-server: listeners on A and B, the client's session, the handshakes on B, the pending table
-// and the relays, all on one event loop.
+// tunnel-server: the listeners on A and B, the handshakes on B, the session arbiter (who is the
+// client) and the connection table (every external connection), all on one event loop.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
-#include <vector>
 
 #include "b_handshake.hpp"
-#include "client_link.hpp"
-#include "pending_table.hpp"
+#include "connection_table.hpp"
 #include "server_config.hpp"
 #include "server_metrics.hpp"
-#include "session.hpp"
+#include "session_arbiter.hpp"
 #include "tunnel/listener.hpp"
 #include "tunnel/metrics_endpoint.hpp"
-#include "tunnel/pipe_pool.hpp"
-#include "tunnel/relay.hpp"
 
 namespace tunnel::server {
 
-class Server final : public ClientLink {
+class Server {
  public:
   // Binds both listeners; throws std::runtime_error naming the option when one cannot be bound.
   Server(EventLoop& loop, const ServerConfig& config);
-  ~Server() override;
+  ~Server();
 
   // Stops accepting: closes the listeners, the client's session and every connection not yet
   // relaying; calls `drained` once the relays in flight have all finished.
@@ -32,51 +28,31 @@ class Server final : public ClientLink {
   // Resets every relay still running.
   void abort_relays();
 
-  // ClientLink
-  bool online() const override { return session_ && session_->open(); }
-  void send_line(std::string_view line) override;
+  const SocketAddress& address_a() const { return listen_a_->address(); }
+  const SocketAddress& address_b() const { return listen_b_->address(); }
+  const ConnectionTable& connections() const { return table_; }
+  const SessionArbiter& arbiter() const { return arbiter_; }
 
  private:
   void on_b_connection(Fd fd);
   void on_first_line(uint64_t handshake, Fd fd, std::string_view line);
-  void on_control_hello(Fd fd, const std::string& peer);
-  void on_data_hello(Fd fd, const ConnId& id, const std::string& peer);
-  void open_session(Fd fd);
-  void on_session_closed(uint64_t number, std::string_view reason);
-  void resolve_newcomers(bool incumbent_alive);
-  void start_relay(const ConnId& id, Fd external, Fd data);
-  // Counts a refused B connection and logs it (rate-limited); `reason` is the detailed word.
-  void refuse_b(FailureReason counted_as, std::string_view reason, std::string_view peer);
-  void refuse_busy(const Fd& fd);
-  void count_failure(FailureReason reason);
+  void on_handshake_failed(uint64_t handshake, HandshakeFailure failure, std::string_view peer);
+  void finish_handshake(uint64_t handshake);
+  // Counts a refused B connection and logs it (rate-limited); `detail` is the precise word.
+  void refuse_b(FailureReason counted_as, std::string_view detail, std::string_view peer);
+  ServerCounters counters() const;
   ServerGauges gauges() const;
-  void check_drained();
 
   EventLoop& loop_;
   ServerConfig config_;
-  PipePool pipes_;
-  PeriodicTimer pipe_trimmer_;
+  SessionArbiter arbiter_;
+  ConnectionTable table_;
   std::unique_ptr<Listener> listen_a_;
   std::unique_ptr<Listener> listen_b_;
 
-  std::unique_ptr<Session> session_;
-  // Control connections that arrived while a session exists, waiting for its liveness probe.
-  std::vector<Fd> newcomers_;
-
   std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
   uint64_t handshakes_started_ = 0;
-
-  PendingTable pending_;
-
-  struct ActiveRelay {
-    std::unique_ptr<Relay> relay;
-    Clock::time_point started;
-  };
-  std::unordered_map<ConnId, ActiveRelay, ConnIdHash> relays_;
-
   log::RateLimit b_refusal_log_;
-  log::RateLimit busy_log_;
-  std::function<void()> drained_;
 
   ServerCounters counters_;
   double start_time_;

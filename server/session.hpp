@@ -20,7 +20,8 @@ class Session {
  public:
   struct Events {
     std::function<void(const ConnId& id, std::string_view reason)> on_fail;
-    std::function<void(std::string_view reason)> on_closed;  // called once; may destroy via defer
+    // Called once, from the session's own handlers: the owner frees it with destroy_later.
+    std::function<void(std::string_view reason)> on_closed;
   };
 
   Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings heartbeat, Events events);

@@ -61,23 +61,41 @@ void Connector::finish(std::error_code error) {
   done(std::move(fd), error);
 }
 
-const char* connect_failure_word(std::error_code error) {
+ConnectFailure classify_connect_error(std::error_code error) {
   switch (static_cast<std::errc>(error.value())) {
     case std::errc::connection_refused:
-      return "connection-refused";
+      return ConnectFailure::refused;
     case std::errc::timed_out:
-      return "timeout";
+      return ConnectFailure::timeout;
     case std::errc::network_unreachable:
     case std::errc::host_unreachable:
-      return "unreachable";
+      return ConnectFailure::unreachable;
     case std::errc::connection_reset:
-      return "reset";
+      return ConnectFailure::reset;
     case std::errc::too_many_files_open:
     case std::errc::too_many_files_open_in_system:
-      return "out-of-descriptors";
+      return ConnectFailure::out_of_descriptors;
     default:
+      return ConnectFailure::other;
+  }
+}
+
+std::string_view to_string(ConnectFailure failure) {
+  switch (failure) {
+    case ConnectFailure::refused:
+      return "connection-refused";
+    case ConnectFailure::timeout:
+      return "timeout";
+    case ConnectFailure::unreachable:
+      return "unreachable";
+    case ConnectFailure::reset:
+      return "reset";
+    case ConnectFailure::out_of_descriptors:
+      return "out-of-descriptors";
+    case ConnectFailure::other:
       return "connect-failed";
   }
+  return "connect-failed";
 }
 
 }  // namespace tunnel

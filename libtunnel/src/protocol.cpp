@@ -54,7 +54,10 @@ bool is_token(std::string_view word) {
   return true;
 }
 
-Hello parse_hello(std::string_view line) {
+namespace {
+
+// The hello's grammar alone.
+Hello parse_hello_grammar(std::string_view line) {
   if (!printable(line)) return bad("first line has non-printable bytes");
   auto words = words_of(line);
   if (any_empty(words)) return bad("first line has empty words");
@@ -73,6 +76,25 @@ Hello parse_hello(std::string_view line) {
     return DataHello{*id};
   }
   return bad("expected CONTROL or DATA");
+}
+
+// The second word of a first line, whatever else is wrong with it.
+HelloKind claimed_kind(std::string_view line) {
+  auto first_space = line.find(' ');
+  if (first_space == std::string_view::npos) return HelloKind::unknown;
+  auto second = line.substr(first_space + 1);
+  second = second.substr(0, second.find(' '));
+  if (second == "DATA") return HelloKind::data;
+  if (second == "CONTROL") return HelloKind::control;
+  return HelloKind::unknown;
+}
+
+}  // namespace
+
+Hello parse_hello(std::string_view line) {
+  Hello hello = parse_hello_grammar(line);
+  if (auto* malformed = std::get_if<Malformed>(&hello)) malformed->claimed = claimed_kind(line);
+  return hello;
 }
 
 Parsed parse_message(std::string_view line) {

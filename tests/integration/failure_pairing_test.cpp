@@ -1,6 +1,7 @@
-// DESIGN §4, the rows about an A connection waiting to be paired: no client (1), no DATA in time
-// (2), bad ids on B (3), --max-pending (9). Outcome and timing asserted; rows 7 and 8 are in
-// cli_test and protocol_test, the others in failure_session_test.
+// Failure behaviour (docs/ARCHITECTURE.md), the rows about an A connection waiting to be paired: no
+// client, no DATA in time, bad ids on B, --max-pending. Outcome and timing
+// asserted; bad flags and garbage on B are in cli_test and protocol_test, the others in
+// failure_session_test.
 #include <catch2/catch.hpp>
 #include <regex>
 

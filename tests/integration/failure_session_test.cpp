@@ -1,5 +1,6 @@
-// DESIGN §4, the rows about the session and the far side: a second control connection (4), the
-// target refusing or unreachable (5), the client dying mid-stream (6). Outcome and timing asserted.
+// Failure behaviour (docs/ARCHITECTURE.md), the rows about the session and the far side: a second
+// control connection, the target refusing or unreachable, the client dying mid-stream.
+// Outcome and timing asserted.
 #include <signal.h>
 
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// DESIGN §4 row "client process dies mid-stream ... no leak" and §6 "no descriptor left behind":
+// Failure behaviour (docs/ARCHITECTURE.md), row "client process dies mid-stream ... no leak":
 // 300 connections ended normally or by a reset from either end; both daemons' fds return to
 // baseline.
 #include <catch2/catch.hpp>

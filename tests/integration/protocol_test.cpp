@@ -1,5 +1,6 @@
-// Protocol v1 on port B (DESIGN §2) spoken by hand over raw sockets, independent of tunnel-client,
-// and DESIGN §4 row "garbage, slow or flooding peers on B": none of them disturbs a live tunnel.
+// Protocol v1 on port B (docs/PROTOCOL.md) spoken by hand over raw sockets, independent of
+// tunnel-client, and Failure behaviour (docs/ARCHITECTURE.md), row "garbage, slow or flooding peers
+// on B": none of them disturbs a live tunnel.
 #include <catch2/catch.hpp>
 #include <regex>
 

@@ -1,5 +1,6 @@
-// Data through the real tunnel (DESIGN §3): round trip, 64 MiB each way at once, half-close both
-// ways, bytes sent before pairing, 200 concurrent connections. Every byte is compared.
+// Data through the real tunnel (docs/ARCHITECTURE.md, life of one external connection): round trip,
+// 64 MiB each way at once, half-close both ways, bytes sent before pairing, 200 concurrent
+// connections. Every byte is compared.
 #include <catch2/catch.hpp>
 #include <future>
 #include <latch>

@@ -1,5 +1,6 @@
-// DESIGN §4 row "SIGTERM / SIGINT": stop accepting, let active relays finish, exit 0; a second
-// signal aborts at once. Transfers are held in the middle so that the signal surely finds them.
+// Failure behaviour (docs/ARCHITECTURE.md), row "SIGTERM / SIGINT": stop accepting, let active
+// relays finish, exit 0; a second signal aborts at once. Transfers are held in the middle so that
+// the signal surely finds them.
 #include <signal.h>
 #include <sys/socket.h>
 

@@ -1,5 +1,6 @@
-// DESIGN §4 row "out of file descriptors (EMFILE)": under a 64-descriptor limit, a flood on A is
-// shed without a busy loop, logged at most once a second, and the server serves again afterwards.
+// Failure behaviour (docs/ARCHITECTURE.md), row "out of file descriptors (EMFILE)": under a
+// 64-descriptor limit, a flood on A is shed without a busy loop, logged at most once a second, and
+// the server serves again afterwards.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <thread>

@@ -1,6 +1,7 @@
-// DESIGN §4 rows "network silently drops (no FIN)" and "second control connection": a frozen
-// client (SIGSTOP keeps its sockets open and silent) is found dead by the heartbeat, and a client
-// restarted after such a failure takes over at once while the stale one is refused and backs off.
+// Failure behaviour (docs/ARCHITECTURE.md), rows "network silently drops (no FIN)" and "second
+// control connection": a frozen client (SIGSTOP keeps its sockets open and silent) is found dead by
+// the heartbeat, and a client restarted after such a failure takes over at once while the stale one
+// is refused and backs off.
 #include <signal.h>
 
 #include <algorithm>

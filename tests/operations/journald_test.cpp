@@ -1,4 +1,4 @@
-// DESIGN §5 "Logs": under systemd (JOURNAL_STREAM set) `<N>` priority prefixes and no timestamp,
+// README "Logs": under systemd (JOURNAL_STREAM set) `<N>` priority prefixes and no timestamp,
 // otherwise an ISO-8601 UTC timestamp and level=; --log-level filters what is written.
 #include <signal.h>
 

@@ -1,5 +1,6 @@
-// DESIGN §4 row "server goes away": the client reconnects with exponential backoff and full
-// jitter, within its current bound once the server is back, logging each failure once, no flood.
+// Failure behaviour (docs/ARCHITECTURE.md), row "server goes away": the client reconnects with
+// exponential backoff and full jitter, within its current bound once the server is back, logging
+// each failure once, no flood.
 #include <signal.h>
 
 #include <algorithm>

@@ -1,6 +1,6 @@
-// DESIGN §5 "systemd": sd_notify over $NOTIFY_SOCKET, with the test as systemd. READY=1 only once
-// the daemon can serve (server: listeners bound; client: registered), STOPPING=1 on SIGTERM, and
-// WATCHDOG=1 every WATCHDOG_USEC/2.
+// README "Running under systemd": sd_notify over $NOTIFY_SOCKET, with the test as systemd. READY=1
+// only once the daemon can serve (server: listeners bound; client: registered), STOPPING=1 on
+// SIGTERM, and WATCHDOG=1 every WATCHDOG_USEC/2.
 #include <signal.h>
 
 #include <algorithm>

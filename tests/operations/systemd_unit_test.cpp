@@ -1,5 +1,6 @@
-// DESIGN §5 "systemd": each unit, pointed at the built binary, passes `systemd-analyze verify`,
-// and carries the readiness, watchdog, limits, sandboxing and restart settings the design asks.
+// README "Running under systemd": each unit, pointed at the built binary, passes `systemd-analyze
+// verify`, and carries the readiness, watchdog, limits, sandboxing and restart settings the design
+// asks.
 #include <catch2/catch.hpp>
 #include <map>
 #include <regex>

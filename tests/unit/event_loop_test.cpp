@@ -453,6 +453,93 @@ TEST_CASE("event loop: deferred destruction of a channel from its own handler is
   CHECK(calls == 1);
 }
 
+TEST_CASE("event loop: destroy_later frees a channel after the batch, not inside its handler") {
+  EventLoop loop;
+  auto pair = socket_pair();
+  int calls = 0;
+  bool alive_after_handover = false;
+  std::unique_ptr<Channel> channel;
+  Channel* raw = nullptr;
+  channel = std::make_unique<Channel>(loop, std::move(pair.first), kReadable, [&](uint32_t) {
+    ++calls;
+    char got;
+    REQUIRE(::recv(raw->fd(), &got, 1, 0) ==
+            1);  // an unread byte would turn the close into a reset
+    raw->close();
+    loop.destroy_later(std::move(channel));
+    alive_after_handover = raw->fd() == -1;  // still a valid object: the handler may go on
+  });
+  raw = channel.get();
+  write_all(pair.second.get(), "x");
+  loop.run_once(1000);
+  CHECK(calls == 1);
+  CHECK(alive_after_handover);
+  CHECK(channel == nullptr);
+  // The peer sees the close: the descriptor was closed in the handler, the object freed after.
+  char byte;
+  CHECK(::recv(pair.second.get(), &byte, 1, 0) == 0);
+}
+
+TEST_CASE(
+    "event loop: objects retired by deferred work or by destructors are freed in the same round") {
+  struct Noisy {
+    Noisy(EventLoop& l, int& f) : loop(l), freed(f) {}
+    EventLoop& loop;
+    int& freed;
+    std::unique_ptr<Noisy> child;
+    Noisy(const Noisy&) = delete;
+    Noisy& operator=(const Noisy&) = delete;
+    ~Noisy() {
+      ++freed;
+      if (child) loop.destroy_later(std::move(child));  // retiring during retirement
+    }
+  };
+  EventLoop loop;
+  int freed = 0;
+  auto parent = std::make_unique<Noisy>(loop, freed);
+  parent->child = std::make_unique<Noisy>(loop, freed);
+  loop.defer([&] { loop.destroy_later(std::move(parent)); });
+  CHECK(freed == 0);
+  loop.run_once(0);
+  CHECK(freed == 2);
+}
+
+TEST_CASE("event loop: a pending destroy_later keeps run_once from blocking") {
+  EventLoop loop;
+  loop.destroy_later(std::make_unique<int>(7));
+  auto start = Clock::now();
+  loop.run_once(5000);
+  CHECK(Clock::now() - start < 1s);
+}
+
+TEST_CASE("event loop: on a manual clock, timers fire only when the test advances time") {
+  EventLoop loop;
+  loop.use_manual_clock();
+  int fired = 0;
+  tunnel::Timer timer(loop, [&] { ++fired; });
+  timer.arm(10s);
+  auto start = Clock::now();
+  loop.run_once(20);  // waits for I/O at most 20 ms of real time; the 10 s deadline is not near
+  CHECK(Clock::now() - start < 2s);
+  CHECK(fired == 0);
+  loop.advance(9s);
+  CHECK(fired == 0);
+  loop.advance(1s);
+  CHECK(fired == 1);
+  timer.arm(0s);  // due now on the manual clock: run_once runs it without waiting
+  loop.run_once(5000);
+  CHECK(fired == 2);
+  CHECK(Clock::now() - start < 2s);
+}
+
+TEST_CASE("event loop: rounds counts poll rounds, so a test can see that an idle loop sleeps") {
+  EventLoop loop;
+  auto before = loop.rounds();
+  loop.run_once(0);
+  loop.run_once(0);
+  CHECK(loop.rounds() - before == 2);
+}
+
 TEST_CASE("event loop: run_once with a timeout and nothing to do returns after about that long") {
   EventLoop loop;
   auto start = Clock::now();

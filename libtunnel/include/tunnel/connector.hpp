@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <system_error>
 
 #include "tunnel/address.hpp"
@@ -18,7 +19,8 @@ namespace tunnel {
 class Connector {
  public:
   // `done` gets the connected socket and an empty error, or an empty Fd and the last error
-  // (std::errc::timed_out when the deadline passed). It may destroy the Connector.
+  // (std::errc::timed_out when the deadline passed). It runs inside the Connector's own handlers:
+  // an owner that wants the Connector gone hands it to EventLoop::destroy_later.
   using Done = std::function<void(Fd fd, std::error_code error)>;
 
   // `candidates` must outlive the Connector (they are the owner's resolved addresses) and must not
@@ -41,7 +43,10 @@ class Connector {
   Done done_;
 };
 
-// A short word for logs and FAIL reasons: connection-refused, timeout, unreachable, ...
-const char* connect_failure_word(std::error_code error);
+// Why a connection attempt failed, as counted and reported (FAIL reasons, logs).
+enum class ConnectFailure { refused, timeout, unreachable, reset, out_of_descriptors, other };
+ConnectFailure classify_connect_error(std::error_code error);
+// connection-refused, timeout, unreachable, reset, out-of-descriptors, connect-failed.
+std::string_view to_string(ConnectFailure failure);
 
 }  // namespace tunnel

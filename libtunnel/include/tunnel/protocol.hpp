@@ -18,10 +18,15 @@ inline constexpr std::string_view kErrBusy = "busy";
 inline constexpr std::string_view kErrBadRequest = "bad-request";
 inline constexpr std::string_view kErrVersion = "version";
 
+// What a first line on B says it is, read from its second word even when the rest is malformed:
+// the server answers a bad control hello with ERR but closes a bad data hello without a word.
+enum class HelloKind { control, data, unknown };
+
 // A line that breaks the grammar. `code` is one of the kErr* words, for the answer to a hello.
 struct Malformed {
   std::string code;
   std::string reason;
+  HelloKind claimed = HelloKind::unknown;  // parse_hello only
 };
 
 // --- first line of a B connection ---

@@ -1,0 +1,244 @@
+// The life of one connection id on the client (docs/ARCHITECTURE.md has the table):
+//   NEW <id>            -> dialing_both         B and the target are dialed at once
+//   dialing_both        -> waiting_for_target   B connected first
+//   dialing_both        -> waiting_for_server   the target connected first
+//   waiting_for_target  -> dialing_target       the server closed B meanwhile (its handshake
+//                                               timeout is shorter than the target's answer)
+//   dialing_target      -> waiting_for_server   the target answered: B is dialed again
+//   waiting_for_*       -> relaying             both connected: DATA <id> sent, relay started
+//   any but relaying    -> ended                a dial failed (FAIL <id> <reason> sent), CLOSE
+//                                               <id>, NEW <id> again, shutdown
+//   relaying            -> ended                the relay finished, or the server disowned the
+//                                               id (CLOSE or NEW for it again)
+// Every change of state goes through move_to(); a link leaves the table only in remove().
+#include "link_table.hpp"
+
+#include "tunnel/channel.hpp"
+#include "tunnel/connector.hpp"
+#include "tunnel/protocol.hpp"
+#include "tunnel/socket.hpp"
+
+namespace tunnel::client {
+namespace {
+
+// Dials of port B per link: the first, and a couple more if the server closed the earlier one
+// before DATA could be sent (a slow target). Past this the link fails as data-connect-failed.
+constexpr int kMaxServerDials = 3;
+
+}  // namespace
+
+std::string_view to_string(LinkState state) {
+  switch (state) {
+    case LinkState::dialing_both:
+      return "dialing-both";
+    case LinkState::waiting_for_target:
+      return "waiting-for-target";
+    case LinkState::dialing_target:
+      return "dialing-target";
+    case LinkState::waiting_for_server:
+      return "waiting-for-server";
+    case LinkState::relaying:
+      return "relaying";
+    case LinkState::ended:
+      return "ended";
+  }
+  return "?";
+}
+
+struct LinkTable::Link {
+  ConnId id;
+  LinkState state = LinkState::dialing_both;
+  std::unique_ptr<Connector> server_dial;
+  std::unique_ptr<Connector> target_dial;
+  // The data connection while it waits for the target. The server sends nothing on it before
+  // DATA, so readability here means the server closed it.
+  std::optional<Channel> data;
+  Fd target;
+  int server_dials = 0;
+};
+
+LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
+                     std::span<const SocketAddress> target, Duration dial_timeout, Events events)
+    : loop_(loop),
+      control_(control),
+      server_(server),
+      target_(target),
+      dial_timeout_(dial_timeout),
+      events_(std::move(events)),
+      relays_(loop, [this](const ConnId& id, const RelayOutcome& outcome, Duration lasted) {
+        TLOG_DEBUG(
+            "event=conn-closed conn={} bytes_to_target={} bytes_from_target={} duration_ms={} "
+            "reason=\"{}\"",
+            id.short_hex(), outcome.bytes_to_service, outcome.bytes_to_visitor, lasted.count(),
+            outcome.reason);
+        events_.on_relay_ended(outcome);
+        // A relay still in the set under this id is a newer one (the id was announced again and
+        // the stale relay aborted): this report is not about it.
+        auto it = links_.find(id);
+        if (it != links_.end() && it->second->state == LinkState::relaying && !relays_.contains(id))
+          remove(id);
+      }) {}
+
+LinkTable::~LinkTable() = default;
+
+std::optional<LinkState> LinkTable::state_of(const ConnId& id) const {
+  auto it = links_.find(id);
+  if (it == links_.end()) return std::nullopt;
+  return it->second->state;
+}
+
+void LinkTable::move_to(Link& link, LinkState next) {
+  TLOG_DEBUG("event=link-state conn={} from={} to={}", link.id.short_hex(), to_string(link.state),
+             to_string(next));
+  --counts_[static_cast<size_t>(link.state)];
+  link.state = next;
+  ++counts_[static_cast<size_t>(next)];
+}
+
+void LinkTable::on_new(const ConnId& id) {
+  if (links_.contains(id)) {
+    // Ids are never reused, so a repeat is the server announcing it again to a new session: the
+    // earlier attempt's DATA was refused or never arrived. Nothing of it may block the new one.
+    TLOG_DEBUG("event=link-restarted conn={} reason=announced-again", id.short_hex());
+    remove(id);
+  }
+  auto link = std::make_unique<Link>();
+  link->id = id;
+  Link& added = *links_.emplace(id, std::move(link)).first->second;
+  ++counts_[static_cast<size_t>(LinkState::dialing_both)];
+  added.target_dial = std::make_unique<Connector>(
+      loop_, target_, dial_timeout_,
+      [this, id](Fd fd, std::error_code ec) { on_target_dialed(id, std::move(fd), ec); });
+  dial_server(added);
+}
+
+void LinkTable::dial_server(Link& link) {
+  ++link.server_dials;
+  if (link.server_dial) loop_.destroy_later(std::move(link.server_dial));
+  ConnId id = link.id;
+  link.server_dial = std::make_unique<Connector>(
+      loop_, server_, dial_timeout_,
+      [this, id](Fd fd, std::error_code ec) { on_server_dialed(id, std::move(fd), ec); });
+}
+
+void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return;
+  Link& link = *it->second;
+  if (error) return fail(link, FailReason::data_connect_failed);
+  switch (link.state) {
+    case LinkState::dialing_both:
+      link.data.emplace(loop_, std::move(fd), kReadable,
+                        [this, id](uint32_t) { on_data_closed_early(id); });
+      return move_to(link, LinkState::waiting_for_target);
+    case LinkState::waiting_for_server:
+      link.data.emplace(loop_, std::move(fd), 0, [](uint32_t) {});
+      return start_relay(link);
+    case LinkState::waiting_for_target:
+    case LinkState::dialing_target:
+    case LinkState::relaying:
+    case LinkState::ended:
+      return;  // no dial of B is in flight in these states
+  }
+}
+
+void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return;
+  Link& link = *it->second;
+  if (error) return fail(link, target_failure(classify_connect_error(error)));
+  link.target = std::move(fd);
+  switch (link.state) {
+    case LinkState::dialing_both:
+      return move_to(link, LinkState::waiting_for_server);
+    case LinkState::waiting_for_target:
+      return start_relay(link);
+    case LinkState::dialing_target:
+      move_to(link, LinkState::waiting_for_server);
+      return dial_server(link);
+    case LinkState::waiting_for_server:
+    case LinkState::relaying:
+    case LinkState::ended:
+      return;  // no dial of the target is in flight in these states
+  }
+}
+
+void LinkTable::on_data_closed_early(const ConnId& id) {
+  auto it = links_.find(id);
+  if (it == links_.end() || it->second->state != LinkState::waiting_for_target) return;
+  Link& link = *it->second;
+  TLOG_DEBUG(
+      "event=data-closed-early conn={} detail=\"server closed B before the target answered\"",
+      id.short_hex());
+  // Inside the channel's own handler: close it now, free it later.
+  link.data->close();
+  move_to(link, LinkState::dialing_target);
+}
+
+void LinkTable::start_relay(Link& link) {
+  Fd data = link.data->release();
+  auto hello = protocol::data_hello(link.id);
+  // The first bytes on a fresh socket always fit its send buffer; anything less means the server
+  // closed it meanwhile: dial again while the target waits.
+  if (send_nosignal(data.get(), hello.data(), hello.size()) != static_cast<long>(hello.size())) {
+    if (link.server_dials >= kMaxServerDials) return fail(link, FailReason::data_connect_failed);
+    move_to(link, LinkState::waiting_for_server);
+    return dial_server(link);
+  }
+  move_to(link, LinkState::relaying);
+  set_keepalive(data.get());
+  events_.on_relaying();
+  relays_.start(link.id, std::move(data), std::move(link.target));
+  TLOG_DEBUG("event=relaying conn={}", link.id.short_hex());
+}
+
+void LinkTable::fail(Link& link, FailReason reason) {
+  // Tell the server first, so the external connection is closed at once with the right reason.
+  control_.send_line(protocol::fail(link.id, to_string(reason)));
+  events_.on_failure(reason);
+  uint64_t suppressed = 0;
+  if (failure_log_.allow(suppressed))
+    TLOG_WARN("event={} conn={} reason={} suppressed={}",
+              reason == FailReason::data_connect_failed ? "data-connect-failed" : "target-failed",
+              link.id.short_hex(), to_string(reason), suppressed);
+  remove(link.id);
+}
+
+void LinkTable::on_close(const ConnId& id) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return;
+  // The external side left before pairing, or the server refused our DATA after its deadline:
+  // either way no relay of this id can serve anyone.
+  TLOG_DEBUG("event=link-cancelled conn={} state={}", id.short_hex(), to_string(it->second->state));
+  remove(id);
+}
+
+// We may be inside one of the link's own handlers (a connector's, the data channel's): sockets
+// are closed now, the link itself is freed after this batch (event_loop.hpp, the lifetime rule).
+void LinkTable::remove(ConnId id) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return;
+  auto link = std::move(it->second);
+  links_.erase(it);
+  if (link->state == LinkState::relaying) relays_.abort(id, "the server disowned this id");
+  move_to(*link, LinkState::ended);
+  --counts_[static_cast<size_t>(LinkState::ended)];  // ended links are not kept
+  if (link->data) link->data->close();
+  link->target.reset();
+  loop_.destroy_later(std::move(link));
+}
+
+void LinkTable::drain(std::function<void()> drained) {
+  for (auto it = links_.begin(); it != links_.end();) {
+    auto next = std::next(it);
+    if (it->second->state != LinkState::relaying) remove(it->first);
+    it = next;
+  }
+  relays_.when_drained(std::move(drained));
+}
+
+void LinkTable::abort_relays() {
+  relays_.abort_all("client stopping");
+}
+
+}  // namespace tunnel::client

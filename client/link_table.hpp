@@ -1,0 +1,89 @@
+// Every connection id the server asked the client to serve, from NEW <id> to the end of its relay:
+// the client's per-connection state machine. link_table.cpp holds every transition
+// (docs/ARCHITECTURE.md, "The client's link table").
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+
+#include "control_link.hpp"
+#include "fail_reason.hpp"
+#include "tunnel/conn_id.hpp"
+#include "tunnel/duration.hpp"
+#include "tunnel/log.hpp"
+#include "tunnel/relay_set.hpp"
+
+namespace tunnel::client {
+
+enum class LinkState {
+  dialing_both,        // connecting to port B and to the target at once
+  waiting_for_target,  // B connected (watched: the server may close it), target still connecting
+  dialing_target,      // the server closed B while the target was slow: B is dialed again once
+                       // the target answers
+  waiting_for_server,  // target connected, B still connecting
+  relaying,            // DATA <id> sent; bytes flow
+  ended,               // finished; the link leaves the table in the same step
+  // Room here for the pool (a pooled data connection handed an id) and a service per link.
+};
+inline constexpr size_t kLinkStates = static_cast<size_t>(LinkState::ended) + 1;
+std::string_view to_string(LinkState state);
+
+class LinkTable {
+ public:
+  struct Events {
+    std::function<void(FailReason)> on_failure;               // FAIL sent
+    std::function<void()> on_relaying;                        // a link reached its relay
+    std::function<void(const RelayOutcome&)> on_relay_ended;  // for the byte counters
+  };
+
+  // `server` and `target` must outlive the table.
+  LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
+            std::span<const SocketAddress> target, Duration dial_timeout, Events events);
+  ~LinkTable();
+
+  // NEW <id>. An id already here means the server gave up on the earlier attempt (the session was
+  // lost before DATA arrived): that attempt is ended and a fresh one starts.
+  void on_new(const ConnId& id);
+  // CLOSE <id>: the server will not pair this id; whatever is left of it ends.
+  void on_close(const ConnId& id);
+
+  // Shutting down: ends every link not yet relaying, then calls `drained` once the relays finish.
+  void drain(std::function<void()> drained);
+  void abort_relays();
+
+  size_t count(LinkState state) const { return counts_[static_cast<size_t>(state)]; }
+  size_t size() const { return links_.size(); }
+  std::optional<LinkState> state_of(const ConnId& id) const;
+  const RelaySet& relays() const { return relays_; }
+
+ private:
+  struct Link;
+  using Links = std::unordered_map<ConnId, std::unique_ptr<Link>, ConnIdHash>;
+
+  void move_to(Link& link, LinkState next);
+  void dial_server(Link& link);
+  void on_server_dialed(const ConnId& id, Fd fd, std::error_code error);
+  void on_target_dialed(const ConnId& id, Fd fd, std::error_code error);
+  void on_data_closed_early(const ConnId& id);
+  void start_relay(Link& link);
+  void fail(Link& link, FailReason reason);
+  void remove(ConnId id);  // by value: callers pass keys of the map it erases from
+
+  EventLoop& loop_;
+  ControlLink& control_;
+  std::span<const SocketAddress> server_;
+  std::span<const SocketAddress> target_;
+  Duration dial_timeout_;
+  Events events_;
+  Links links_;
+  std::array<size_t, kLinkStates> counts_{};
+  RelaySet relays_;
+  log::RateLimit failure_log_;
+};
+
+}  // namespace tunnel::client

@@ -1,0 +1,241 @@
+// The server's connection table in-process: admit, announce, claim, FAIL, CLOSE, timeouts, client
+// loss, max-pending and drain, over socketpairs, with a fake client link and a manual clock.
+#include "connection_table.hpp"
+
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "state_support.hpp"
+#include "tunnel/protocol.hpp"
+
+using namespace std::chrono_literals;
+using namespace state_tests;
+using tunnel::ConnId;
+using tunnel::Fd;
+using tunnel::server::ClientLink;
+using tunnel::server::ConnectionTable;
+using tunnel::server::ConnState;
+using tunnel::server::FailureReason;
+
+namespace {
+
+// Plays the client: online or not, and the lines the table sent it.
+struct FakeClient final : ClientLink {
+  bool is_online = false;
+  std::vector<std::string> lines;
+  bool online() const override { return is_online; }
+  void send_line(std::string_view line) override { lines.emplace_back(line); }
+};
+
+// The id in a NEW/CLOSE line sent to the fake client.
+ConnId id_in(const std::string& line) {
+  auto parsed = tunnel::protocol::parse_message(line.substr(0, line.size() - 1));
+  auto* message = std::get_if<tunnel::protocol::Message>(&parsed);
+  REQUIRE(message != nullptr);
+  return message->id;
+}
+
+struct Harness {
+  ManualLoop manual;
+  FakeClient client;
+  std::vector<FailureReason> failures;
+  std::vector<tunnel::RelayOutcome> relays_ended;
+  ConnectionTable table{manual.loop, client, 10s, 4,
+                        ConnectionTable::Events{
+                            [this](FailureReason r) { failures.push_back(r); },
+                            [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); }}};
+
+  // Admits a connection; returns the external user's end of it.
+  Fd admit() {
+    auto pair = socket_pair();
+    table.admit(std::move(pair.ours));
+    return std::move(pair.theirs);
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "an A connection with no client online waits, then fails as no-client at the pair timeout") {
+  Harness h;
+  Fd external = h.admit();
+  CHECK(h.table.count(ConnState::waiting_for_client) == 1);
+  CHECK(h.client.lines.empty());
+  h.manual.advance(9s);
+  h.manual.settle();
+  CHECK(h.table.pending() == 1);
+  CHECK_FALSE(peer_closed(external.get()));
+  h.manual.advance(1s);
+  h.manual.settle();
+  CHECK(h.table.pending() == 0);
+  CHECK(peer_closed(external.get()));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::no_client);
+  CHECK(h.client.lines.empty());  // never announced, so no CLOSE either
+}
+
+TEST_CASE("a waiting connection is announced when a client comes online, and relays once claimed") {
+  Harness h;
+  Fd external = h.admit();
+  REQUIRE(write_all(external.get(), "early bytes"));  // sent before pairing: must not be lost
+  h.client.is_online = true;
+  h.table.client_online();
+  REQUIRE(h.client.lines.size() == 1);
+  REQUIRE(h.client.lines[0].starts_with("NEW "));
+  ConnId id = id_in(h.client.lines[0]);
+  CHECK(h.table.state_of(id) == ConnState::announced);
+
+  auto data = socket_pair();
+  REQUIRE(h.table.claim(id, std::move(data.ours)));
+  CHECK(h.table.state_of(id) == ConnState::relaying);
+  CHECK(h.table.relaying() == 1);
+  CHECK(h.table.pending() == 0);
+
+  std::string at_client;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(data.theirs.get(), at_client);
+    return at_client == "early bytes";
+  }));
+  REQUIRE(write_all(data.theirs.get(), "answer"));
+  std::string at_external;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(external.get(), at_external);
+    return at_external == "answer";
+  }));
+
+  external.reset();
+  data.theirs.reset();
+  REQUIRE(h.manual.pump_until([&] { return !h.table.state_of(id).has_value(); }));
+  REQUIRE(h.relays_ended.size() == 1);
+  CHECK(h.relays_ended[0].bytes_to_service == 11);
+  CHECK(h.relays_ended[0].bytes_to_visitor == 6);
+  CHECK(h.failures.empty());
+}
+
+TEST_CASE("only an announced id can be claimed, and only once") {
+  Harness h;
+  Fd waiting = h.admit();  // no client: waiting, never told to anyone
+  CHECK_FALSE(h.table.claim(ConnId::random(), socket_pair().ours));
+  h.client.is_online = true;
+  Fd announced = h.admit();
+  REQUIRE(h.client.lines.size() == 1);
+  ConnId id = id_in(h.client.lines[0]);
+  CHECK(h.table.claim(id, socket_pair().ours));
+  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // reused id
+  CHECK(h.table.relaying() == 1);
+  CHECK(h.table.count(ConnState::waiting_for_client) == 1);
+}
+
+TEST_CASE(
+    "an announced connection with no DATA in time is closed as pair-timeout and CLOSE is sent") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  ConnId id = id_in(h.client.lines.at(0));
+  h.manual.advance(10s);
+  h.manual.settle();
+  CHECK(peer_closed(external.get()));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::pair_timeout);
+  REQUIRE(h.client.lines.size() == 2);
+  CHECK(h.client.lines[1] == tunnel::protocol::close_conn(id));
+  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // a late DATA is refused
+}
+
+TEST_CASE("FAIL from the client closes the A connection at once as target-unreachable, no CLOSE") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  ConnId id = id_in(h.client.lines.at(0));
+  h.table.fail(id, "connection-refused");
+  h.manual.settle();
+  CHECK(peer_closed(external.get()));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::target_unreachable);
+  CHECK(h.client.lines.size() == 1);
+  CHECK_FALSE(h.table.state_of(id).has_value());
+}
+
+TEST_CASE("FAIL for an id the client was not told is ignored") {
+  Harness h;
+  Fd external = h.admit();  // waiting: no client
+  h.client.is_online = true;
+  h.table.fail(ConnId::random(), "timeout");
+  CHECK(h.failures.empty());
+  CHECK(h.table.pending() == 1);
+}
+
+TEST_CASE("an A connection that goes away before pairing ends as closed-early") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  ConnId id = id_in(h.client.lines.at(0));
+  external.reset();
+  REQUIRE(h.manual.pump_until([&] { return !h.table.state_of(id).has_value(); }));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::closed_early);
+  CHECK(h.client.lines.back() == tunnel::protocol::close_conn(id));
+}
+
+TEST_CASE("a lost client's announced connections wait again and are announced to the next one") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  ConnId id = id_in(h.client.lines.at(0));
+  h.client.is_online = false;
+  h.table.client_lost();
+  CHECK(h.table.state_of(id) == ConnState::waiting_for_client);
+  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // the old session's DATA is refused
+  h.client.is_online = true;
+  h.table.client_online();
+  REQUIRE(h.client.lines.size() == 2);
+  CHECK(h.client.lines[1] == tunnel::protocol::new_conn(id));
+  CHECK(h.table.state_of(id) == ConnState::announced);
+  CHECK(h.table.claim(id, socket_pair().ours));
+}
+
+TEST_CASE("beyond max-pending, A connections are closed at once and counted") {
+  Harness h;  // max_pending 4
+  std::vector<Fd> kept;
+  for (int i = 0; i < 4; ++i) kept.push_back(h.admit());
+  Fd shed = h.admit();
+  CHECK(peer_closed(shed.get()));
+  CHECK(h.table.pending() == 4);
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::max_pending);
+}
+
+TEST_CASE("drain closes what is not relaying and reports drained when the last relay ends") {
+  Harness h;
+  h.client.is_online = true;
+  Fd waiting = h.admit();
+  Fd relayed = h.admit();
+  ConnId id = id_in(h.client.lines.at(1));
+  auto data = socket_pair();
+  REQUIRE(h.table.claim(id, std::move(data.ours)));
+  bool drained = false;
+  h.table.drain([&] { drained = true; });
+  h.manual.settle();
+  CHECK(peer_closed(waiting.get()));
+  CHECK(h.table.pending() == 0);
+  CHECK_FALSE(drained);
+  CHECK(h.failures.empty());  // shutting down is not a failure
+  relayed.reset();
+  data.theirs.reset();
+  REQUIRE(h.manual.pump_until([&] { return drained; }));
+  CHECK(h.table.relaying() == 0);
+}
+
+TEST_CASE("abort_relays resets every relay and still reports each end") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  auto data = socket_pair();
+  REQUIRE(h.table.claim(id_in(h.client.lines.at(0)), std::move(data.ours)));
+  h.table.abort_relays();
+  REQUIRE(h.manual.pump_until([&] { return h.relays_ended.size() == 1; }));
+  CHECK(h.relays_ended[0].reset);
+  CHECK(peer_closed(external.get()));
+  CHECK(peer_closed(data.theirs.get()));
+}

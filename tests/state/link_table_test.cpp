@@ -1,0 +1,265 @@
+// The client's link table in-process: NEW, both dials, DATA, relay, FAIL, CLOSE, a repeated NEW
+// and a target slower than the server's handshake, against loopback listeners playing port B and
+// the target, with a fake control link and a manual clock.
+#include "link_table.hpp"
+
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "state_support.hpp"
+#include "tunnel/protocol.hpp"
+#include "tunnel/socket.hpp"
+
+using namespace std::chrono_literals;
+using namespace state_tests;
+using tunnel::ConnId;
+using tunnel::Fd;
+using tunnel::client::ControlLink;
+using tunnel::client::FailReason;
+using tunnel::client::LinkState;
+using tunnel::client::LinkTable;
+
+namespace {
+
+struct FakeControl final : ControlLink {
+  std::vector<std::string> lines;
+  void send_line(std::string_view line) override { lines.emplace_back(line); }
+};
+
+struct Harness {
+  explicit Harness(int target_backlog = 128) : target(target_backlog) {}
+
+  ManualLoop manual;
+  LoopbackListener server;  // port B
+  LoopbackListener target;
+  FakeControl control;
+  std::vector<FailReason> failures;
+  int relaying = 0;
+  std::vector<tunnel::RelayOutcome> relays_ended;
+  LinkTable table{
+      manual.loop,
+      control,
+      server.addresses(),
+      target.addresses(),
+      5s,
+      LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [this] { ++relaying; },
+                        [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); }}};
+
+  Fd accept_from(LoopbackListener& listener) {
+    Fd fd;
+    bool accepted = manual.pump_until([&] {
+      fd = listener.accept_one();
+      return static_cast<bool>(fd);
+    });
+    INFO("expected the link table to connect");
+    REQUIRE(accepted);
+    return fd;
+  }
+
+  // Fills the target's accept queue (made with backlog 0): further connects stall, their SYN
+  // dropped, until the queue has room again.
+  std::vector<Fd> fill_target_backlog() {
+    std::vector<Fd> fillers;
+    for (int i = 0; i < 3; ++i) {
+      std::error_code ec;
+      fillers.push_back(tunnel::start_connect(target.address(), ec));
+    }
+    manual.settle(20);
+    return fillers;
+  }
+
+  // Reads the data connection's first line, as the server would.
+  std::string first_line(const Fd& data) {
+    std::string got;
+    manual.pump_until([&] {
+      read_available(data.get(), got);
+      return got.find('\n') != std::string::npos;
+    });
+    return got;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("NEW dials B and the target, sends DATA <id> once both are up, then relays both ways") {
+  Harness h;
+  ConnId id = ConnId::random();
+  h.table.on_new(id);
+  CHECK(h.table.state_of(id) == LinkState::dialing_both);
+  Fd data = h.accept_from(h.server);
+  Fd target = h.accept_from(h.target);
+  CHECK(h.first_line(data) == tunnel::protocol::data_hello(id));
+  CHECK(h.table.state_of(id) == LinkState::relaying);
+  CHECK(h.relaying == 1);
+
+  REQUIRE(write_all(data.get(), "request"));
+  std::string at_target;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(target.get(), at_target);
+    return at_target == "request";
+  }));
+  REQUIRE(write_all(target.get(), "reply"));
+  std::string at_server;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(data.get(), at_server);
+    return at_server == "reply";
+  }));
+  data.reset();
+  target.reset();
+  REQUIRE(h.manual.pump_until([&] { return h.table.size() == 0; }));
+  REQUIRE(h.relays_ended.size() == 1);
+  CHECK(h.relays_ended[0].bytes_to_service == 7);
+  CHECK(h.relays_ended[0].bytes_to_visitor == 5);
+  CHECK(h.control.lines.empty());
+}
+
+TEST_CASE("a refused target is reported with FAIL <id> connection-refused and the link ends") {
+  Harness h;
+  auto [closed_port, refusing] = refusing_address();
+  LinkTable table{h.manual.loop,
+                  h.control,
+                  h.server.addresses(),
+                  refusing,
+                  5s,
+                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
+                                    [](const tunnel::RelayOutcome&) {}}};
+  ConnId id = ConnId::random();
+  table.on_new(id);
+  REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
+  CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "connection-refused"));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailReason::connection_refused);
+  CHECK(table.size() == 0);
+  // The data connection made meanwhile is closed without a DATA line.
+  Fd data = h.server.accept_one();
+  if (data) {
+    std::string got;
+    REQUIRE(h.manual.pump_until([&] { return !read_available(data.get(), got); }));
+    CHECK(got.empty());
+  }
+}
+
+TEST_CASE("B refusing the data connection is reported as FAIL <id> data-connect-failed") {
+  Harness h;
+  auto [closed_port, refusing] = refusing_address();
+  LinkTable table{h.manual.loop,
+                  h.control,
+                  refusing,
+                  h.target.addresses(),
+                  5s,
+                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
+                                    [](const tunnel::RelayOutcome&) {}}};
+  ConnId id = ConnId::random();
+  table.on_new(id);
+  REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
+  CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "data-connect-failed"));
+  CHECK(h.failures.at(0) == FailReason::data_connect_failed);
+}
+
+TEST_CASE("a target that never answers fails as timeout when the dial timeout passes") {
+  Harness h(0);
+  std::vector<Fd> fillers = h.fill_target_backlog();
+  ConnId id = ConnId::random();
+  h.table.on_new(id);
+  Fd data = h.accept_from(h.server);
+  REQUIRE(
+      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
+  h.manual.advance(5s);
+  h.manual.settle();
+  REQUIRE(h.control.lines.size() == 1);
+  CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "timeout"));
+  CHECK(h.table.size() == 0);
+}
+
+TEST_CASE("CLOSE while dialing ends the link and closes its data connection unused") {
+  Harness h(0);
+  std::vector<Fd> fillers = h.fill_target_backlog();
+  ConnId id = ConnId::random();
+  h.table.on_new(id);
+  Fd data = h.accept_from(h.server);
+  REQUIRE(
+      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
+  h.table.on_close(id);
+  CHECK(h.table.size() == 0);
+  std::string got;
+  REQUIRE(h.manual.pump_until([&] { return !read_available(data.get(), got); }));
+  CHECK(got.empty());
+  CHECK(h.control.lines.empty());
+}
+
+TEST_CASE(
+    "the server closing B while the target is slow: B is dialed again once the target answers") {
+  Harness h(0);
+  // The target's accept queue is full, so the link's connect to it stalls until room is made.
+  std::vector<Fd> fillers = h.fill_target_backlog();
+  ConnId id = ConnId::random();
+  h.table.on_new(id);
+  Fd first_data = h.accept_from(h.server);
+  REQUIRE(
+      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
+  first_data.reset();  // the server's handshake timeout
+  REQUIRE(h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::dialing_target; }));
+  // Make room: the link's SYN is retransmitted by the kernel and completes.
+  while (Fd queued = h.target.accept_one()) {
+  }
+  fillers.clear();
+  Fd target = h.accept_from(h.target);  // may take the kernel's SYN retransmission (~1 s)
+  Fd data = h.accept_from(h.server);
+  CHECK(h.first_line(data) == tunnel::protocol::data_hello(id));
+  CHECK(h.table.state_of(id) == LinkState::relaying);
+  REQUIRE(write_all(target.get(), "banner"));
+  std::string got;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(data.get(), got);
+    return got == "banner";
+  }));
+  CHECK(h.control.lines.empty());
+}
+
+TEST_CASE("NEW for an id already relaying ends the stale relay and serves the id afresh") {
+  Harness h;
+  ConnId id = ConnId::random();
+  h.table.on_new(id);
+  Fd stale_data = h.accept_from(h.server);
+  Fd stale_target = h.accept_from(h.target);
+  REQUIRE(h.first_line(stale_data) == tunnel::protocol::data_hello(id));
+  // The server refused that DATA (its session was lost meanwhile): the relay half-closes the
+  // target, which keeps its own side open.
+  stale_data.reset();
+  std::string ignored;
+  REQUIRE(h.manual.pump_until([&] { return !read_available(stale_target.get(), ignored); }));
+  CHECK(h.table.state_of(id) == LinkState::relaying);
+
+  h.table.on_new(id);  // announced again to the new session
+  CHECK(h.table.state_of(id) == LinkState::dialing_both);
+  Fd data = h.accept_from(h.server);
+  Fd target = h.accept_from(h.target);
+  CHECK(h.first_line(data) == tunnel::protocol::data_hello(id));
+  REQUIRE(h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::relaying; }));
+  REQUIRE(h.manual.pump_until([&] { return h.relays_ended.size() == 1; }));
+  CHECK(h.relays_ended[0].reset);  // the stale relay was reset, not left to linger
+  REQUIRE(write_all(data.get(), "ping"));
+  std::string got;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(target.get(), got);
+    return got == "ping";
+  }));
+}
+
+TEST_CASE("drain ends links still dialing and reports drained when the last relay ends") {
+  Harness h;
+  ConnId relayed = ConnId::random();
+  h.table.on_new(relayed);
+  Fd data = h.accept_from(h.server);
+  Fd target = h.accept_from(h.target);
+  REQUIRE(h.manual.pump_until([&] { return h.table.state_of(relayed) == LinkState::relaying; }));
+  h.table.on_new(ConnId::random());  // still dialing when the drain starts
+  bool drained = false;
+  h.table.drain([&] { drained = true; });
+  CHECK(h.table.size() == 1);
+  CHECK_FALSE(drained);
+  data.reset();
+  target.reset();
+  REQUIRE(h.manual.pump_until([&] { return drained; }));
+}
