@@ -1,5 +1,5 @@
 // The server's end of one client's control connection: answers pings, relays FAIL reports, and can
-// probe whether the client is still alive (for a second control connection, DESIGN §4).
+// probe whether the client is still alive (for a second control connection: docs/PROTOCOL.md).
 #pragma once
 
 #include <cstdint>

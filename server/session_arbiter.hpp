@@ -1,7 +1,7 @@
 // Who is the client: at most one current session, and the control connections that arrive while it
-// exists (DESIGN rule "second control connection": probe the current one, keep it if it answers,
-// replace it if not). Its own small state machine; session_arbiter.cpp holds every transition
-// (docs/ARCHITECTURE.md, "Session arbitration").
+// exists (probe the current one, keep it if it answers, replace it if not: docs/PROTOCOL.md, "A
+// second control connection"). Its own small state machine; session_arbiter.cpp holds every
+// transition (docs/ARCHITECTURE.md, "Session arbitration").
 #pragma once
 
 #include <cstdint>
