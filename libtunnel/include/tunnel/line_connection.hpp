@@ -21,8 +21,8 @@ class LineConnection {
   // Queued output beyond this means the peer stopped reading: the connection is closed.
   static constexpr size_t kMaxQueued = 1 << 20;
 
-  // The callbacks may call close() but must not destroy this object on the spot; an owner that
-  // wants it gone destroys it through EventLoop::defer.
+  // The callbacks run from this object's own handlers: they may call close(), and an owner that
+  // wants the connection gone hands it to EventLoop::destroy_later (event_loop.hpp).
   LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose on_close);
 
   // Queues a whole line (with its `\n`) and sends what the socket takes now. Never calls on_close

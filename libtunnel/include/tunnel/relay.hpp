@@ -32,7 +32,8 @@ class Relay {
   // data connection on the client); the service side is the one toward the private service (the
   // data connection on the server, the target connection on the client). Both must be connected
   // and non-blocking. `done` runs once, deferred to the end of the loop's current batch, after
-  // both descriptors are closed; it may destroy the Relay.
+  // both descriptors are closed: outside the relay's own handlers, so the owner may free the
+  // Relay there (RelaySet still uses destroy_later, as everything on the loop does).
   Relay(EventLoop& loop, PipePool& pipes, Fd visitor_side, Fd service_side, Done done);
   ~Relay();
   Relay(const Relay&) = delete;
