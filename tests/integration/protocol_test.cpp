@@ -211,3 +211,29 @@ TEST_CASE("a control hello followed at once by a reset does not bring the server
   CHECK(control.answer() == "OK");
   CHECK(server.process().running());
 }
+
+TEST_CASE(
+    "a flood of control hellos while the client answers is refused and logged at most once a "
+    "second") {
+  Server server;
+  FakeControl first(server.port_b());
+  REQUIRE(first.answer() == "OK");
+  const size_t from = server.mark();
+  const auto start = Clock::now();
+  constexpr int kHellos = 40;
+  for (int i = 0; i < kHellos; ++i) {
+    Socket newcomer = raw_b(server, "TUNNEL/1 CONTROL\n");
+    ReadResult answer = read_line(newcomer, 5s);
+    INFO("hello " << i << ": " << answer.describe());
+    REQUIRE(std::regex_match(answer.data, std::regex("ERR busy( .*)?")));
+  }
+  const auto seconds = ms_since(start) / 1000 + 1;
+  // Anyone who reaches B can send these: the log must not grow with them.
+  const size_t probing = server.log().count("event=probing", from);
+  const size_t refused = server.log().count("event=control-refused", from);
+  INFO(kHellos << " hellos in " << ms_since(start) << " ms: " << probing << " event=probing and "
+               << refused << " event=control-refused lines");
+  CHECK(probing <= static_cast<size_t>(seconds) + 1);
+  CHECK(refused <= static_cast<size_t>(seconds) + 1);
+  CHECK_FALSE(first.closed());
+}
