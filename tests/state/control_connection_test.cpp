@@ -40,40 +40,7 @@ std::string name_of(ControlState state) {
   return "?";
 }
 
-// The server's end of one control connection: every line it has read, and whether it saw the
-// client close.
-struct ServerEnd {
-  ServerEnd(std::string who, tunnel::Fd end) : name(std::move(who)), fd(std::move(end)) {}
-  std::string name;
-  tunnel::Fd fd;
-  std::string partial;
-  std::vector<std::string> lines;
-  bool closed = false;
-
-  void poll() {
-    if (closed || !fd) return;
-    if (!state_tests::read_available(fd.get(), partial)) closed = true;
-    for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n')) {
-      lines.push_back(partial.substr(0, nl));
-      partial.erase(0, nl + 1);
-    }
-  }
-  bool got(std::string_view line) {
-    poll();
-    return std::find(lines.begin(), lines.end(), line) != lines.end();
-  }
-  bool saw_close() {
-    poll();
-    return closed;
-  }
-  void say(std::string_view line) { REQUIRE(state_tests::write_all(fd.get(), line)); }
-  std::string transcript() const {
-    std::string out = name + " read:";
-    for (const auto& l : lines) out += " [" + l + "]";
-    return out + (closed ? " <closed>" : fd ? " <open>" : " <closed by the test>");
-  }
-};
-using Server = std::shared_ptr<ServerEnd>;
+using Server = std::shared_ptr<state_tests::LinePeer>;
 
 // A loop on a manual clock, a listener playing the server, and the control connection under test
 // (1 s heartbeat interval, 3 s heartbeat timeout). `calls` records its events in order.
@@ -125,7 +92,7 @@ Server Fixture::accept_next() {
   });
   INFO("expected a new connection at the listener\n" << report());
   REQUIRE(arrived);
-  accepted.push_back(std::make_shared<ServerEnd>(
+  accepted.push_back(std::make_shared<state_tests::LinePeer>(
       "connection " + std::to_string(accepted.size() + 1), std::move(fd)));
   auto server = accepted.back();
   REQUIRE_EVENTUALLY(*this, server->got(kHello));

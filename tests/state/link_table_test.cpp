@@ -69,6 +69,19 @@ struct Harness {
     return fillers;
   }
 
+  // NEW <id> with the target's accept queue full: B connects, the target dial stalls.
+  struct SlowTarget {
+    std::vector<Fd> fillers;  // keep the queue full while they live
+    Fd data;                  // the link's data connection, as the server accepted it
+  };
+  SlowTarget serve_with_slow_target(const ConnId& id) {
+    SlowTarget slow{fill_target_backlog(), {}};
+    table.on_new(id);
+    slow.data = accept_from(server);
+    REQUIRE(manual.pump_until([&] { return table.state_of(id) == LinkState::waiting_for_target; }));
+    return slow;
+  }
+
   // Reads the data connection's first line, as the server would.
   std::string first_line(const Fd& data) {
     std::string got;
@@ -159,12 +172,9 @@ TEST_CASE("B refusing the data connection is reported as FAIL <id> data-connect-
 
 TEST_CASE("a target that never answers fails as timeout when the dial timeout passes") {
   Harness h(0);
-  std::vector<Fd> fillers = h.fill_target_backlog();
   ConnId id = ConnId::random();
-  h.table.on_new(id);
-  Fd data = h.accept_from(h.server);
-  REQUIRE(
-      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
+  auto slow = h.serve_with_slow_target(id);
+  Fd& data = slow.data;
   h.manual.advance(5s);
   h.manual.settle();
   REQUIRE(h.control.lines.size() == 1);
@@ -174,12 +184,9 @@ TEST_CASE("a target that never answers fails as timeout when the dial timeout pa
 
 TEST_CASE("CLOSE while dialing ends the link and closes its data connection unused") {
   Harness h(0);
-  std::vector<Fd> fillers = h.fill_target_backlog();
   ConnId id = ConnId::random();
-  h.table.on_new(id);
-  Fd data = h.accept_from(h.server);
-  REQUIRE(
-      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
+  auto slow = h.serve_with_slow_target(id);
+  Fd& data = slow.data;
   h.table.on_close(id);
   CHECK(h.table.size() == 0);
   std::string got;
@@ -192,13 +199,10 @@ TEST_CASE(
     "the server closing B while the target is slow: B is dialed again once the target answers") {
   Harness h(0);
   // The target's accept queue is full, so the link's connect to it stalls until room is made.
-  std::vector<Fd> fillers = h.fill_target_backlog();
   ConnId id = ConnId::random();
-  h.table.on_new(id);
-  Fd first_data = h.accept_from(h.server);
-  REQUIRE(
-      h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::waiting_for_target; }));
-  first_data.reset();  // the server's handshake timeout
+  auto slow = h.serve_with_slow_target(id);
+  std::vector<Fd>& fillers = slow.fillers;
+  slow.data.reset();  // the server's handshake timeout
   REQUIRE(h.manual.pump_until([&] { return h.table.state_of(id) == LinkState::dialing_target; }));
   // Make room: the link's SYN is retransmitted by the kernel and completes.
   while (Fd queued = h.target.accept_one()) {

@@ -20,44 +20,7 @@ using tunnel::server::SessionArbiter;
 
 namespace {
 
-// The client's end of one control connection: every line it has read, and whether it saw the close.
-struct ClientEnd {
-  ClientEnd(std::string who, tunnel::Fd end) : name(std::move(who)), fd(std::move(end)) {}
-  std::string name;
-  tunnel::Fd fd;
-  std::string partial;
-  std::vector<std::string> lines;
-  bool closed = false;
-
-  void poll() {
-    if (closed || !fd) return;
-    if (!state_tests::read_available(fd.get(), partial)) closed = true;
-    for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n')) {
-      lines.push_back(partial.substr(0, nl));
-      partial.erase(0, nl + 1);
-    }
-  }
-  bool got(std::string_view line) {
-    poll();
-    return std::find(lines.begin(), lines.end(), line) != lines.end();
-  }
-  bool got_prefix(std::string_view prefix) {
-    poll();
-    return std::any_of(lines.begin(), lines.end(),
-                       [&](const std::string& l) { return l.starts_with(prefix); });
-  }
-  bool saw_close() {
-    poll();
-    return closed;
-  }
-  void say(std::string_view line) { REQUIRE(state_tests::write_all(fd.get(), line)); }
-  std::string transcript() const {
-    std::string out = name + " read:";
-    for (const auto& l : lines) out += " [" + l + "]";
-    return out + (closed ? " <closed>" : fd ? " <open>" : " <closed by the test>");
-  }
-};
-using Client = std::shared_ptr<ClientEnd>;
+using Client = std::shared_ptr<state_tests::LinePeer>;
 
 // What the arbiter told its owner, in order: "online", "lost", "fail <id> <reason>".
 struct Owner {
@@ -85,7 +48,7 @@ struct Fixture {
   Client offer(std::string name) {
     auto pair = state_tests::socket_pair();
     arbiter.offer(std::move(pair.ours), name);
-    clients.push_back(std::make_shared<ClientEnd>(name, std::move(pair.theirs)));
+    clients.push_back(std::make_shared<state_tests::LinePeer>(name, std::move(pair.theirs)));
     return clients.back();
   }
   std::string state() const { return std::string(tunnel::server::to_string(arbiter.state())); }

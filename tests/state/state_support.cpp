@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <stdexcept>
 
@@ -83,6 +84,41 @@ std::pair<tunnel::Fd, tunnel::SocketAddresses> refusing_address() {
     throw std::runtime_error("bind failed");
   tunnel::SocketAddresses addresses{tunnel::local_address(fd.get())};
   return {std::move(fd), std::move(addresses)};
+}
+
+void LinePeer::poll() {
+  if (closed || !fd) return;
+  if (!read_available(fd.get(), partial)) closed = true;
+  for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n')) {
+    lines.push_back(partial.substr(0, nl));
+    partial.erase(0, nl + 1);
+  }
+}
+
+bool LinePeer::got(std::string_view line) {
+  poll();
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+bool LinePeer::got_prefix(std::string_view prefix) {
+  poll();
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.starts_with(prefix); });
+}
+
+bool LinePeer::saw_close() {
+  poll();
+  return closed;
+}
+
+void LinePeer::say(std::string_view line) {
+  REQUIRE(write_all(fd.get(), line));
+}
+
+std::string LinePeer::transcript() const {
+  std::string out = name + " read:";
+  for (const auto& l : lines) out += " [" + l + "]";
+  return out + (closed ? " <closed>" : fd ? " <open>" : " <closed by the test>");
 }
 
 }  // namespace state_tests

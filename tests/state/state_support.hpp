@@ -5,10 +5,12 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tunnel/address.hpp"
 #include "tunnel/event_loop.hpp"
@@ -63,5 +65,25 @@ bool peer_closed(int fd);
 // A TCP address on 127.0.0.1 where nothing listens (bound, never listening, so connects are
 // refused for as long as the returned Fd lives).
 std::pair<tunnel::Fd, tunnel::SocketAddresses> refusing_address();
+
+// The test's end of a line-speaking connection (the peer of a control connection): every line it
+// has read, whether it saw the close, and a transcript for failure messages.
+struct LinePeer {
+  LinePeer(std::string who, tunnel::Fd end) : name(std::move(who)), fd(std::move(end)) {}
+  std::string name;
+  tunnel::Fd fd;
+  std::string partial;
+  std::vector<std::string> lines;
+  bool closed = false;
+
+  // Reads what has arrived and splits it into lines.
+  void poll();
+  bool got(std::string_view line);
+  bool got_prefix(std::string_view prefix);
+  bool saw_close();
+  // Writes a line (with its `\n`); fails the test if it cannot.
+  void say(std::string_view line);
+  std::string transcript() const;
+};
 
 }  // namespace state_tests
