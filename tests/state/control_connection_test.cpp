@@ -64,7 +64,10 @@ struct Fixture {
     std::string out = "control state: " + state() +
                       ", reconnects: " + std::to_string(control.reconnects()) + "\nevents:";
     for (const auto& c : calls) out += " " + c + ";";
-    for (const auto& s : accepted) out += "\n" + s->transcript();
+    for (const auto& s : accepted) {
+      out += '\n';
+      out += s->transcript();
+    }
     return out;
   }
   // After a loss: backing off, or (full jitter may draw a 0 ms delay) already dialling again.

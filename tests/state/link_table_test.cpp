@@ -174,7 +174,6 @@ TEST_CASE("a target that never answers fails as timeout when the dial timeout pa
   Harness h(0);
   ConnId id = ConnId::random();
   auto slow = h.serve_with_slow_target(id);
-  Fd& data = slow.data;
   h.manual.advance(5s);
   h.manual.settle();
   REQUIRE(h.control.lines.size() == 1);

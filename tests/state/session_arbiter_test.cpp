@@ -57,7 +57,10 @@ struct Fixture {
   std::string report() const {
     std::string out = "arbiter state: " + state() + "\nowner heard:";
     for (const auto& c : owner.calls) out += " " + c + ";";
-    for (const auto& c : clients) out += "\n" + c->transcript();
+    for (const auto& c : clients) {
+      out += '\n';
+      out += c->transcript();
+    }
     return out;
   }
 };
