@@ -52,6 +52,7 @@ void ControlConnection::connect() {
 }
 
 void ControlConnection::on_connected(Fd fd, std::error_code error) {
+  if (state_ == ControlState::stopped) return;  // stop() cancels the connector; never reconnect
   // Inside the connector's own callback (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(connector_));
   if (error) return lost("control-lost", fmt::format("reason=\"{}\"", error.message()));
@@ -131,6 +132,9 @@ void ControlConnection::stop() {
   retry_.cancel();
   stable_.cancel();
   heartbeat_.stop();
+  // Retired objects stay alive until the batch ends: quiet them now so that nothing they had
+  // pending (a connect completing in this batch) can bring the session back.
+  if (connector_) connector_->cancel();
   loop_.destroy_later(std::move(connector_));
   if (connection_) connection_->close();
 }

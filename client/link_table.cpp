@@ -114,7 +114,10 @@ void LinkTable::on_new(const ConnId& id) {
 
 void LinkTable::dial_server(Link& link) {
   ++link.server_dials;
-  if (link.server_dial) loop_.destroy_later(std::move(link.server_dial));
+  if (link.server_dial) {
+    link.server_dial->cancel();
+    loop_.destroy_later(std::move(link.server_dial));
+  }
   ConnId id = link.id;
   link.server_dial = std::make_unique<Connector>(
       loop_, server_, dial_timeout_,
@@ -223,6 +226,10 @@ void LinkTable::remove(ConnId id) {
   if (link->state == LinkState::relaying) relays_.abort(id, "the server disowned this id");
   move_to(*link, LinkState::ended);
   --counts_[static_cast<size_t>(LinkState::ended)];  // ended links are not kept
+  // The link is freed after this batch; quiet it now so that nothing it had pending (a connect
+  // completing in this batch) reaches a link that a new NEW <id> creates under the same id.
+  if (link->server_dial) link->server_dial->cancel();
+  if (link->target_dial) link->target_dial->cancel();
   if (link->data) link->data->close();
   link->target.reset();
   loop_.destroy_later(std::move(link));

@@ -48,6 +48,12 @@ void BHandshake::on_readable() {
   on_line(channel_.release(), line);
 }
 
+void BHandshake::cancel() {
+  done_ = true;
+  deadline_.cancel();
+  channel_.close();
+}
+
 void BHandshake::give_up(HandshakeFailure failure) {
   if (done_) return;
   done_ = true;

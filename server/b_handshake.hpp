@@ -31,6 +31,9 @@ class BHandshake {
 
   BHandshake(EventLoop& loop, Fd fd, Duration timeout, OnLine on_line, OnFailed on_failed);
   const std::string& peer() const { return peer_; }
+  // Closes the connection and calls neither callback (shutting down). An owner retiring a
+  // handshake that has not finished calls this first: destroy_later frees it only after the batch.
+  void cancel();
 
  private:
   void on_readable();

@@ -39,8 +39,16 @@ struct ConnectionTable::Entry {
   std::optional<Channel> external;
   Timer deadline;
 
-  Entry(EventLoop& loop, ConnId conn_id, std::function<void()> on_deadline)
-      : id(conn_id), admitted(loop.now()), deadline(loop, std::move(on_deadline)) {}
+  // The entry's own callbacks hold the entry, not its id: the id changes when a lost session's
+  // announcements are voided (client_lost), and the entry's timer and socket are quieted before
+  // it is retired (remove), so the entry exists whenever they can run.
+  Entry(EventLoop& loop, ConnId conn_id, ConnectionTable& table)
+      : id(conn_id), admitted(loop.now()), deadline(loop, [&table, this] {
+          table.end_unpaired(*this,
+                             state == ConnState::announced ? FailureReason::pair_timeout
+                                                           : FailureReason::no_client,
+                             "");
+        }) {}
 };
 
 ConnectionTable::ConnectionTable(EventLoop& loop, ClientLink& client, Duration pair_timeout,
@@ -83,16 +91,10 @@ void ConnectionTable::admit(Fd external) {
     return;
   }
   ConnId id = ConnId::random();
-  auto entry = std::make_unique<Entry>(loop_, id, [this, id] {
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return;
-    end_unpaired(id,
-                 it->second->state == ConnState::announced ? FailureReason::pair_timeout
-                                                           : FailureReason::no_client,
-                 "");
-  });
-  entry->external.emplace(loop_, std::move(external), 0, [this, id](uint32_t) {
-    end_unpaired(id, FailureReason::closed_early, "external side reset");
+  auto entry = std::make_unique<Entry>(loop_, id, *this);
+  Entry* e = entry.get();
+  e->external.emplace(loop_, std::move(external), 0, [this, e](uint32_t) {
+    end_unpaired(*e, FailureReason::closed_early, "external side reset");
   });
   Entry& added = *entries_.emplace(id, std::move(entry)).first->second;
   ++counts_[static_cast<size_t>(ConnState::waiting_for_client)];
@@ -109,13 +111,35 @@ void ConnectionTable::announce(Entry& entry) {
 }
 
 void ConnectionTable::client_online() {
+  // The ids a lost session was told are void: say so first, so that whatever that client still
+  // has for them (a dial, a relay whose DATA was refused) ends. A client that never knew them
+  // ignores the CLOSE.
+  for (const ConnId& id : disowned_) client_.send_line(protocol::close_conn(id));
+  disowned_.clear();
   for (auto& [id, entry] : entries_)
     if (entry->state == ConnState::waiting_for_client) announce(*entry);
 }
 
 void ConnectionTable::client_lost() {
+  // What the lost session was told goes back to waiting under a fresh id. A DATA line for the old
+  // id may still arrive (the client may be alive, only its control connection lost): it is
+  // refused as unknown, so it can never be paired with a connection the next session is serving.
+  std::vector<ConnId> voided;
   for (auto& [id, entry] : entries_)
-    if (entry->state == ConnState::announced) move_to(*entry, ConnState::waiting_for_client);
+    if (entry->state == ConnState::announced) voided.push_back(id);
+  for (const ConnId& old_id : voided) {
+    auto node = entries_.extract(old_id);
+    const ConnId new_id = ConnId::random();
+    node.key() = new_id;
+    node.mapped()->id = new_id;
+    Entry& entry = *entries_.insert(std::move(node)).position->second;
+    TLOG_DEBUG("event=conn-renamed conn={} new={} reason=session-lost", old_id.short_hex(),
+               new_id.short_hex());
+    move_to(entry, ConnState::waiting_for_client);
+    // Bounded: at most max_pending ids wait to be disowned (sessions lost in a row add up).
+    if (disowned_.size() >= max_pending_) disowned_.erase(disowned_.begin());
+    disowned_.push_back(old_id);
+  }
 }
 
 bool ConnectionTable::claim(const ConnId& id, Fd data) {
@@ -138,14 +162,13 @@ void ConnectionTable::fail(const ConnId& id, std::string_view reason) {
   auto it = entries_.find(id);
   // A client can only give up on what it was told.
   if (it == entries_.end() || it->second->state != ConnState::announced) return;
-  end_unpaired(id, FailureReason::target_unreachable, reason);
+  end_unpaired(*it->second, FailureReason::target_unreachable, reason);
 }
 
-void ConnectionTable::end_unpaired(const ConnId& id, FailureReason failure,
-                                   std::string_view detail) {
+void ConnectionTable::end_unpaired(Entry& entry, FailureReason failure, std::string_view detail) {
+  if (entry.state == ConnState::relaying || entry.state == ConnState::ended) return;
+  const ConnId id = entry.id;
   auto it = entries_.find(id);
-  if (it == entries_.end() || it->second->state == ConnState::relaying) return;
-  Entry& entry = *it->second;
   // The client may be dialing for it: tell it to stop, unless the client itself gave up.
   if (entry.state == ConnState::announced && failure != FailureReason::target_unreachable)
     client_.send_line(protocol::close_conn(id));

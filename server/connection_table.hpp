@@ -9,6 +9,7 @@
 #include <optional>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "client_link.hpp"
 #include "failure_reason.hpp"
@@ -44,7 +45,8 @@ class ConnectionTable {
   void admit(Fd external);
   // A client came online: every connection waiting for one is announced to it.
   void client_online();
-  // The client went away: what it was told is void; those connections wait for the next one.
+  // The client went away: what it was told is void. Those connections wait for the next client
+  // under fresh ids; the next client is first told CLOSE for the old ones.
   void client_lost();
   // DATA <id> arrived on `data`. Pairs and starts the relay when the id was announced; otherwise
   // returns false and `data` is closed by the caller dropping it.
@@ -72,7 +74,7 @@ class ConnectionTable {
 
   void move_to(Entry& entry, ConnState next);
   void announce(Entry& entry);
-  void end_unpaired(const ConnId& id, FailureReason failure, std::string_view detail);
+  void end_unpaired(Entry& entry, FailureReason failure, std::string_view detail);
   void on_relay_ended(const ConnId& id, const RelayOutcome& outcome, Duration lasted);
   void remove(Entries::iterator it);
 
@@ -83,6 +85,8 @@ class ConnectionTable {
   Events events_;
   Entries entries_;
   std::array<size_t, kConnStates> counts_{};
+  // Ids a lost session was told, to be disowned (CLOSE) to the next one.
+  std::vector<ConnId> disowned_;
   RelaySet relays_;
   log::RateLimit failure_log_[kFailureReasons];
 };

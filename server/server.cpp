@@ -97,7 +97,10 @@ ServerGauges Server::gauges() const {
 void Server::drain(std::function<void()> drained) {
   listen_a_->close();
   listen_b_->close();
-  for (auto& [key, handshake] : handshakes_) loop_.destroy_later(std::move(handshake));
+  for (auto& [key, handshake] : handshakes_) {
+    handshake->cancel();
+    loop_.destroy_later(std::move(handshake));
+  }
   handshakes_.clear();
   arbiter_.close();
   TLOG_INFO("event=draining active={}", table_.relaying());
@@ -149,7 +152,9 @@ void Server::on_handshake_failed(uint64_t handshake, HandshakeFailure failure,
 }
 
 void Server::on_first_line(uint64_t handshake, Fd fd, std::string_view line) {
-  std::string peer(handshakes_.at(handshake)->peer());
+  auto it = handshakes_.find(handshake);
+  if (it == handshakes_.end()) return;  // cancelled (shutting down): `fd` closes with us
+  std::string peer(it->second->peer());
   finish_handshake(handshake);
   auto hello = protocol::parse_hello(line);
   // No optional features are known yet: a control hello's list is not looked at, and OK lists none.

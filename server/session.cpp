@@ -28,6 +28,12 @@ Session::Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings hear
   heartbeat_.start();
 }
 
+void Session::close() {
+  connection_.close();
+  heartbeat_.stop();
+  probe_deadline_.cancel();
+}
+
 void Session::closed(std::string_view reason) {
   connection_.close();
   heartbeat_.stop();

@@ -30,7 +30,8 @@ class Session {
   const std::string& peer() const { return peer_; }
   bool open() const { return connection_.open(); }
   void send_line(std::string_view line) { connection_.send(line); }
-  void close() { connection_.close(); }
+  // Closes the connection and stops its timers: no callback of this session runs after this.
+  void close();
 
   // Sends PING and reports whether PONG came back within `timeout`. A session that closes meanwhile
   // counts as dead. Only one probe at a time; a second request joins the first.

@@ -20,9 +20,12 @@ Channel::~Channel() {
 }
 
 void Channel::dispatch(uint32_t events) {
-  dispatching_ = true;
+  // Cleared on the way out even if the handler throws (the loop catches it and goes on).
+  struct Dispatching {
+    bool& flag;
+    ~Dispatching() { flag = false; }
+  } dispatching{dispatching_ = true};
   handler_(events);
-  dispatching_ = false;
 }
 
 void Channel::set_interest(uint32_t interest) {

@@ -50,6 +50,13 @@ void Connector::on_attempt_done(std::error_code error) {
   finish(error);
 }
 
+void Connector::cancel() {
+  done_ = nullptr;
+  deadline_.cancel();
+  advance_.cancel();
+  if (attempt_) attempt_->close();
+}
+
 void Connector::finish(std::error_code error) {
   if (!done_) return;
   deadline_.cancel();

@@ -45,6 +45,7 @@ void EventLoop::guarded(Work&& work) {
   try {
     work();
   } catch (const std::exception& e) {
+    ++internal_errors_;
     TLOG_ERROR("event=internal-error error=\"{}\"", e.what());
   }
 }

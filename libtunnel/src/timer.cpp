@@ -17,9 +17,12 @@ void Timer::arm(Clock::duration after) {
   cancel();
   id_ = loop_.timers().schedule(loop_.now() + after, [this] {
     id_ = 0;
-    firing_ = true;
+    // Cleared on the way out even if the callback throws (the loop catches it and goes on).
+    struct Firing {
+      bool& flag;
+      ~Firing() { flag = false; }
+    } firing{firing_ = true};
     callback_();
-    firing_ = false;
   });
 }
 

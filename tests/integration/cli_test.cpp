@@ -1,5 +1,6 @@
-// DESIGN §4 row "cannot bind A/B, bad flag, bad config" and §5 (config file, flags win): the exit
-// code and the one clear line of the contract, for both daemons.
+// Failure behaviour (docs/ARCHITECTURE.md), row "cannot bind A/B, bad flag, bad config" and README
+// "Config file" (flags win): the exit code and the one clear line of the contract, for both
+// daemons.
 #include <unistd.h>
 
 #include <catch2/catch.hpp>

@@ -1,5 +1,6 @@
-// DESIGN §4, the row "one direction ended, the other stalled by a slow or absent reader", against
-// the real daemons: no CPU spent while the target does not read, then every byte and the FIN.
+// Failure behaviour (docs/ARCHITECTURE.md), the row "one direction ended, the other stalled by a
+// slow or absent reader", against the real daemons: no CPU spent while the target does not read,
+// then every byte and the FIN.
 #include <sys/socket.h>
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-// DESIGN §5 "Metrics": both daemons' /metrics pass promtool and a strict parser, every counter
+// README "Metrics": both daemons' /metrics pass promtool and a strict parser, every counter
 // equals what the test did, and the endpoint answers anything else with 404/405/400 and goes on.
 #include <catch2/catch.hpp>
 #include <ctime>

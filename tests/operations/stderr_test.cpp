@@ -1,6 +1,7 @@
-// DESIGN §4 row "a daemon's stderr is closed or stalled": a daemon whose stderr is a pipe nobody
-// reads from (closed at once, or never read) keeps serving; logging never kills it nor blocks its
-// loop, and once stderr takes lines again it first says how many were dropped.
+// Failure behaviour (docs/ARCHITECTURE.md), row "a daemon's stderr is closed or stalled": a daemon
+// whose stderr is a pipe nobody reads from (closed at once, or never read) keeps serving; logging
+// never kills it nor blocks its loop, and once stderr takes lines again it first says how many were
+// dropped.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>

@@ -178,21 +178,49 @@ TEST_CASE("an A connection that goes away before pairing ends as closed-early") 
   CHECK(h.client.lines.back() == tunnel::protocol::close_conn(id));
 }
 
-TEST_CASE("a lost client's announced connections wait again and are announced to the next one") {
+TEST_CASE("a lost client's announced connections wait again under fresh ids, old ids disowned") {
   Harness h;
   h.client.is_online = true;
   Fd external = h.admit();
-  ConnId id = id_in(h.client.lines.at(0));
+  ConnId old_id = id_in(h.client.lines.at(0));
   h.client.is_online = false;
   h.table.client_lost();
-  CHECK(h.table.state_of(id) == ConnState::waiting_for_client);
-  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // the old session's DATA is refused
+  CHECK_FALSE(h.table.state_of(old_id).has_value());
+  CHECK(h.table.count(ConnState::waiting_for_client) == 1);
+  // The lost session's DATA may still come (its client alive, only the control link gone): it
+  // must never be paired with a connection the next session is serving.
+  CHECK_FALSE(h.table.claim(old_id, socket_pair().ours));
   h.client.is_online = true;
   h.table.client_online();
-  REQUIRE(h.client.lines.size() == 2);
-  CHECK(h.client.lines[1] == tunnel::protocol::new_conn(id));
-  CHECK(h.table.state_of(id) == ConnState::announced);
-  CHECK(h.table.claim(id, socket_pair().ours));
+  REQUIRE(h.client.lines.size() == 3);
+  CHECK(h.client.lines[1] == tunnel::protocol::close_conn(old_id));  // disowned first
+  REQUIRE(h.client.lines[2].starts_with("NEW "));
+  ConnId new_id = id_in(h.client.lines[2]);
+  CHECK(new_id != old_id);
+  CHECK(h.table.state_of(new_id) == ConnState::announced);
+  CHECK_FALSE(h.table.claim(old_id, socket_pair().ours));
+  auto data = socket_pair();
+  REQUIRE(h.table.claim(new_id, std::move(data.ours)));
+  REQUIRE(write_all(external.get(), "served"));
+  std::string got;
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(data.theirs.get(), got);
+    return got == "served";
+  }));
+}
+
+TEST_CASE("a connection renamed after a lost session still times out, as no-client") {
+  Harness h;
+  h.client.is_online = true;
+  Fd external = h.admit();
+  h.client.is_online = false;
+  h.table.client_lost();
+  h.manual.advance(10s);
+  h.manual.settle();
+  CHECK(peer_closed(external.get()));
+  REQUIRE(h.failures.size() == 1);
+  CHECK(h.failures[0] == FailureReason::no_client);
+  CHECK(h.table.pending() == 0);
 }
 
 TEST_CASE("beyond max-pending, A connections are closed at once and counted") {

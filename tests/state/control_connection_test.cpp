@@ -297,3 +297,24 @@ TEST_CASE("send_line sends nothing unless online", "[control]") {
   f.ml.settle();
   CHECK_FALSE(f.control.online());
 }
+
+// Review finding: SIGTERM (stop) in the same batch as a connect completing brought the session
+// back: the retired connector still delivered its result, and a hello went out while draining.
+TEST_CASE(
+    "stop() while a connect has completed but is not yet handled sends nothing and stays stopped",
+    "[control]") {
+  Fixture f;
+  f.control.start();
+  // On loopback the kernel completes the connect at once; the loop has not seen it yet.
+  tunnel::Fd server_end;
+  for (int i = 0; i < 100 && !server_end; ++i) server_end = f.listener.accept_one();
+  REQUIRE(server_end);
+  f.control.stop();
+  f.ml.settle(10);
+  CHECK(f.control.state() == ControlState::stopped);
+  std::string got;
+  REQUIRE(f.ml.pump_until([&] { return !state_tests::read_available(server_end.get(), got); }));
+  INFO("the server end read: [" << got << "]");
+  CHECK(got.empty());
+  check_no_reconnect(f);
+}

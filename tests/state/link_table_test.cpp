@@ -266,3 +266,26 @@ TEST_CASE("drain ends links still dialing and reports drained when the last rela
   target.reset();
   REQUIRE(h.manual.pump_until([&] { return drained; }));
 }
+
+// Review finding: a NEW <id> again while the earlier attempt's dial result waited in the same
+// batch: the retired connector still reported, to the new link with the same id (FAIL for a
+// connection the target was about to serve).
+TEST_CASE(
+    "NEW for an id again: the earlier attempt's pending dial result never reaches the new one") {
+  Harness h;
+  auto [target_socket, target_address] = refusing_address();  // bound, not listening: refused
+  LinkTable table{h.manual.loop,
+                  h.control,
+                  h.server.addresses(),
+                  target_address,
+                  5s,
+                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
+                                    [](const tunnel::RelayOutcome&) {}}};
+  ConnId id = ConnId::random();
+  table.on_new(id);  // its target connect is refused by the kernel at once, not yet handled
+  REQUIRE(::listen(target_socket.get(), 16) == 0);  // the target is up for the next attempt
+  table.on_new(id);                                 // announced again in the same batch
+  REQUIRE(h.manual.pump_until([&] { return table.state_of(id) == LinkState::relaying; }));
+  CHECK(h.control.lines.empty());  // no FAIL from the earlier attempt's refusal
+  CHECK(h.failures.empty());
+}

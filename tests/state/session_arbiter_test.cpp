@@ -1,6 +1,7 @@
 // SessionArbiter, the server's answer to "who is the client": one session at a time, a newcomer
-// probes the current one (DESIGN §4, "second control connection"), heartbeat, FAIL, shutdown.
-// Control connections are socketpairs; the test holds the client ends and speaks protocol lines.
+// probes the current one (docs/PROTOCOL.md, "A second control connection"), heartbeat, FAIL,
+// shutdown. Control connections are socketpairs; the test holds the client ends and speaks protocol
+// lines.
 #include "session_arbiter.hpp"
 
 #include <algorithm>

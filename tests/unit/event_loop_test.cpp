@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -502,6 +503,26 @@ TEST_CASE(
   CHECK(freed == 0);
   loop.run_once(0);
   CHECK(freed == 2);
+}
+
+TEST_CASE("event loop: a handler that throws costs one event; its channel and timer stay usable") {
+  // The loop catches and counts the exception. The channel's "dispatching" mark must be cleared on
+  // the way out, or destroying it later (outside any handler) would trip the lifetime assertion.
+  EventLoop loop;
+  auto pair = socket_pair();
+  auto channel = std::make_unique<Channel>(loop, std::move(pair.first), kReadable, [](uint32_t) {
+    throw std::runtime_error("handler failed");
+  });
+  auto timer =
+      std::make_unique<tunnel::Timer>(loop, [] { throw std::runtime_error("timer failed"); });
+  timer->arm(0s);
+  write_all(pair.second.get(), "x");
+  loop.run_once(1000);
+  CHECK(loop.internal_errors() == 2);
+  channel.reset();  // not inside its handler: must not assert
+  timer.reset();
+  loop.run_once(0);
+  CHECK(loop.internal_errors() == 2);
 }
 
 TEST_CASE("event loop: a pending destroy_later keeps run_once from blocking") {

@@ -1,4 +1,4 @@
-// Protocol v1 codec (DESIGN.md §2): every hello and control verb with good and bad arguments,
+// Protocol v1 codec (docs/PROTOCOL.md): every hello and control verb with good and bad arguments,
 // and format -> parse round trips.
 #include "tunnel/protocol.hpp"
 

@@ -916,12 +916,12 @@ TEST_CASE("relay: many relays on one loop with one small pool all deliver") {
 TEST_CASE(
     "relay: one direction ended and the other stalled by a reader that does not read: the loop "
     "sleeps, then every byte and the FIN arrive") {
-  // DESIGN §4. Y shuts its write side at once and reads nothing; X sends N bytes and then its FIN.
-  // Once X's FIN reaches the visitor side, that socket has ended both ways (our FIN out, X's in)
-  // and epoll reports a hang-up for it whatever the interest, while the relay cannot read it: its
-  // flow waits for Y. Small buffers beyond the service side make the flow stall early, a large
-  // receive buffer on the visitor side lets X's bytes and FIN reach it; which sizes end in that
-  // state still depends on the kernel's buffers, hence the sweep.
+  // docs/ARCHITECTURE.md, failure behaviour. Y shuts its write side at once and reads nothing; X
+  // sends N bytes and then its FIN. Once X's FIN reaches the visitor side, that socket has ended
+  // both ways (our FIN out, X's in) and epoll reports a hang-up for it whatever the interest, while
+  // the relay cannot read it: its flow waits for Y. Small buffers beyond the service side make the
+  // flow stall early, a large receive buffer on the visitor side lets X's bytes and FIN reach it;
+  // which sizes end in that state still depends on the kernel's buffers, hence the sweep.
   auto config = GENERATE(0, 1);
   auto size = GENERATE(as<size_t>{}, 64 * 1024, 128 * 1024, 192 * 1024, 256 * 1024, 384 * 1024,
                        512 * 1024, 768 * 1024, 1 * kMiB, 2 * kMiB, 4 * kMiB, 8 * kMiB);

@@ -28,6 +28,11 @@ class Connector {
   Connector(EventLoop& loop, std::span<const SocketAddress> candidates, Duration timeout,
             Done done);
 
+  // Gives up: closes the attempt in flight and never calls `done`. An owner retiring a Connector
+  // calls this first, since destroy_later frees it only after the batch, where a result already
+  // waiting would otherwise still be delivered.
+  void cancel();
+
  private:
   void try_next();
   void on_attempt_done(std::error_code error);

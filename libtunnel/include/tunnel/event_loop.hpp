@@ -44,6 +44,8 @@ class EventLoop {
   TimerQueue& timers() { return timers_; }
   // Poll-and-dispatch rounds run so far (tests use it to see that an idle loop sleeps).
   uint64_t rounds() const { return rounds_; }
+  // Exceptions a handler let escape, caught and logged as event=internal-error: always a bug.
+  uint64_t internal_errors() const { return internal_errors_; }
 
   // For deterministic tests: from now on time moves only when advance() says so. Timers then fire
   // in run_once() once their deadline has been reached, never by waiting.
@@ -77,6 +79,7 @@ class EventLoop {
   bool manual_clock_ = false;
   Clock::time_point manual_now_{};
   uint64_t rounds_ = 0;
+  uint64_t internal_errors_ = 0;
 };
 
 }  // namespace tunnel
