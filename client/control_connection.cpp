@@ -83,7 +83,7 @@ void ControlConnection::on_line(std::string_view line) {
     }
     if (message.verb == protocol::Verb::err)
       return lost("control-refused",
-                  fmt::format("code={} text=\"{}\"", message.word, message.text));
+                  fmt::format("code={} text=\"{}\"", message.word, log::escaped(message.text)));
     return lost("control-lost", "reason=\"server did not answer the hello\"");
   }
 
@@ -103,7 +103,7 @@ void ControlConnection::on_line(std::string_view line) {
       TLOG_DEBUG("event=control-ignored verb={}", message.word);
       break;
     default:
-      lost("control-lost", fmt::format("reason=\"unexpected line: {}\"", line));
+      lost("control-lost", fmt::format("reason=\"unexpected line: {}\"", log::escaped(line)));
   }
 }
 

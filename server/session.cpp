@@ -65,7 +65,7 @@ void Session::on_line(std::string_view line) {
       break;
     default:
       // OK/ERR/NEW/CLOSE are the server's own words; a client sending them is confused.
-      TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, line);
+      TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, log::escaped(line));
       return closed("unexpected message");
   }
 }

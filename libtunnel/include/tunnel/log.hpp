@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <string>
 #include <string_view>
 
 namespace tunnel::log {
@@ -28,6 +29,10 @@ void set_journal_mode(bool on);
 void use_nonblocking_stderr();
 
 void write(Level level, std::string_view message);
+
+// Text a peer chose, made safe to put between quotes in a key="value" field: `"` and `\` are
+// escaped and bytes outside printable ASCII become \xNN, so a peer cannot forge fields or lines.
+std::string escaped(std::string_view text);
 
 template <typename... Args>
 void emit(Level l, fmt::format_string<Args...> format, Args&&... args) {
