@@ -111,22 +111,8 @@ class PipedDaemon {
 
  private:
   bool reap(bool block) {
-    if (status_) return true;
-    int raw = 0;
-    pid_t r;
-    do {
-      r = ::waitpid(pid_, &raw, block ? 0 : WNOHANG);
-    } while (r < 0 && errno == EINTR);
-    if (r != pid_) return false;
-    ExitStatus s;
-    if (WIFEXITED(raw)) {
-      s.exited = true;
-      s.code = WEXITSTATUS(raw);
-    } else if (WIFSIGNALED(raw)) {
-      s.signal = WTERMSIG(raw);
-    }
-    status_ = s;
-    return true;
+    if (!status_) status_ = reap_child(pid_, block);
+    return status_.has_value();
   }
 
   pid_t pid_ = -1;

@@ -128,14 +128,13 @@ void Process::signal(int sig) {
   }
 }
 
-bool Process::reap(bool block) {
-  if (status_) return true;
+std::optional<ExitStatus> reap_child(pid_t pid, bool block) {
   int raw = 0;
   pid_t r;
   do {
-    r = ::waitpid(pid_, &raw, block ? 0 : WNOHANG);
+    r = ::waitpid(pid, &raw, block ? 0 : WNOHANG);
   } while (r < 0 && errno == EINTR);
-  if (r != pid_) return false;
+  if (r != pid) return std::nullopt;
   ExitStatus s;
   if (WIFEXITED(raw)) {
     s.exited = true;
@@ -143,8 +142,12 @@ bool Process::reap(bool block) {
   } else if (WIFSIGNALED(raw)) {
     s.signal = WTERMSIG(raw);
   }
-  status_ = s;
-  return true;
+  return s;
+}
+
+bool Process::reap(bool block) {
+  if (!status_) status_ = reap_child(pid_, block);
+  return status_.has_value();
 }
 
 bool Process::running() {

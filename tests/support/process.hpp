@@ -21,6 +21,10 @@ struct ExitStatus {
   std::string describe() const;
 };
 
+// Collects child `pid` if it has ended (waiting for it when `block`): its exit status, or nothing
+// while it still runs.
+std::optional<ExitStatus> reap_child(pid_t pid, bool block);
+
 class Process {
  public:
   // `argv[0]` is the path of the executable. Spawn from the test's main thread: the child is killed
