@@ -9,7 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
   build-essential g++ cmake make   # compiler and build tools (CMake >= 3.25 for the presets)
-  libfmt-dev libcli11-dev catch2   # the three libraries (see third_party/CMakeLists.txt)
+  libfmt-dev libcli11-dev catch2   # the libraries (see third_party/CMakeLists.txt)
+  libssl-dev                       # OpenSSL 3: HMAC-SHA256 for auth (and TLS, to come)
   python3 curl ca-certificates     # the demo's target and client
   procps iproute2                  # ps and kill for process checks; ss to find free ports
 )
