@@ -92,7 +92,7 @@ void LinkTable::move_to(Link& link, LinkState next) {
              to_string(next));
   --counts_[static_cast<size_t>(link.state)];
   link.state = next;
-  ++counts_[static_cast<size_t>(next)];
+  if (next != LinkState::ended) ++counts_[static_cast<size_t>(next)];  // ended links are not kept
 }
 
 void LinkTable::on_new(const ConnId& id) {
@@ -135,8 +135,7 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
                         [this, id](uint32_t) { on_data_closed_early(id); });
       return move_to(link, LinkState::waiting_for_target);
     case LinkState::waiting_for_server:
-      link.data.emplace(loop_, std::move(fd), 0, [](uint32_t) {});
-      return start_relay(link);
+      return start_relay(link, std::move(fd));
     case LinkState::waiting_for_target:
     case LinkState::dialing_target:
     case LinkState::relaying:
@@ -154,8 +153,11 @@ void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error)
   switch (link.state) {
     case LinkState::dialing_both:
       return move_to(link, LinkState::waiting_for_server);
-    case LinkState::waiting_for_target:
-      return start_relay(link);
+    case LinkState::waiting_for_target: {
+      Fd data = link.data->release();  // the watch ends: the relay takes the socket
+      link.data.reset();
+      return start_relay(link, std::move(data));
+    }
     case LinkState::dialing_target:
       move_to(link, LinkState::waiting_for_server);
       return dial_server(link);
@@ -178,8 +180,7 @@ void LinkTable::on_data_closed_early(const ConnId& id) {
   move_to(link, LinkState::dialing_target);
 }
 
-void LinkTable::start_relay(Link& link) {
-  Fd data = link.data->release();
+void LinkTable::start_relay(Link& link, Fd data) {
   auto hello = protocol::data_hello(link.id);
   // The first bytes on a fresh socket always fit its send buffer; anything less means the server
   // closed it meanwhile: dial again while the target waits.
@@ -225,7 +226,6 @@ void LinkTable::remove(ConnId id) {
   links_.erase(it);
   if (link->state == LinkState::relaying) relays_.abort(id, "the server disowned this id");
   move_to(*link, LinkState::ended);
-  --counts_[static_cast<size_t>(LinkState::ended)];  // ended links are not kept
   // The link is freed after this batch; quiet it now so that nothing it had pending (a connect
   // completing in this batch) reaches a link that a new NEW <id> creates under the same id.
   if (link->server_dial) link->server_dial->cancel();

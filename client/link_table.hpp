@@ -70,7 +70,7 @@ class LinkTable {
   void on_server_dialed(const ConnId& id, Fd fd, std::error_code error);
   void on_target_dialed(const ConnId& id, Fd fd, std::error_code error);
   void on_data_closed_early(const ConnId& id);
-  void start_relay(Link& link);
+  void start_relay(Link& link, Fd data);
   void fail(Link& link, FailReason reason);
   void remove(ConnId id);  // by value: callers pass keys of the map it erases from
 

@@ -75,7 +75,7 @@ void ConnectionTable::move_to(Entry& entry, ConnState next) {
              to_string(next));
   --counts_[static_cast<size_t>(entry.state)];
   entry.state = next;
-  ++counts_[static_cast<size_t>(next)];
+  if (next != ConnState::ended) ++counts_[static_cast<size_t>(next)];  // ended entries leave
 }
 
 void ConnectionTable::admit(Fd external) {
@@ -208,7 +208,6 @@ void ConnectionTable::remove(Entries::iterator it) {
   auto entry = std::move(it->second);
   entries_.erase(it);
   move_to(*entry, ConnState::ended);
-  --counts_[static_cast<size_t>(ConnState::ended)];  // ended entries are not kept
   entry->deadline.cancel();
   if (entry->external) entry->external->close();
   loop_.destroy_later(std::move(entry));

@@ -4,6 +4,7 @@
 #include "link_table.hpp"
 
 #include <catch2/catch.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,15 @@ struct Harness {
     INFO("expected the link table to connect");
     REQUIRE(accepted);
     return fd;
+  }
+
+  // A second table on the same loop and recorders, dialing other addresses (refusing ones).
+  std::unique_ptr<LinkTable> table_with(std::span<const tunnel::SocketAddress> server_at,
+                                        std::span<const tunnel::SocketAddress> target_at) {
+    return std::make_unique<LinkTable>(
+        manual.loop, control, server_at, target_at, 5s,
+        LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [] {},
+                          [](const tunnel::RelayOutcome&) {}});
   }
 
   // Fills the target's accept queue (made with backlog 0): further connects stall, their SYN
@@ -130,13 +140,8 @@ TEST_CASE("NEW dials B and the target, sends DATA <id> once both are up, then re
 TEST_CASE("a refused target is reported with FAIL <id> connection-refused and the link ends") {
   Harness h;
   auto [closed_port, refusing] = refusing_address();
-  LinkTable table{h.manual.loop,
-                  h.control,
-                  h.server.addresses(),
-                  refusing,
-                  5s,
-                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
-                                    [](const tunnel::RelayOutcome&) {}}};
+  auto table_ptr = h.table_with(h.server.addresses(), refusing);
+  LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
   table.on_new(id);
   REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
@@ -156,13 +161,8 @@ TEST_CASE("a refused target is reported with FAIL <id> connection-refused and th
 TEST_CASE("B refusing the data connection is reported as FAIL <id> data-connect-failed") {
   Harness h;
   auto [closed_port, refusing] = refusing_address();
-  LinkTable table{h.manual.loop,
-                  h.control,
-                  refusing,
-                  h.target.addresses(),
-                  5s,
-                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
-                                    [](const tunnel::RelayOutcome&) {}}};
+  auto table_ptr = h.table_with(refusing, h.target.addresses());
+  LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
   table.on_new(id);
   REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
@@ -274,13 +274,8 @@ TEST_CASE(
     "NEW for an id again: the earlier attempt's pending dial result never reaches the new one") {
   Harness h;
   auto [target_socket, target_address] = refusing_address();  // bound, not listening: refused
-  LinkTable table{h.manual.loop,
-                  h.control,
-                  h.server.addresses(),
-                  target_address,
-                  5s,
-                  LinkTable::Events{[&](FailReason r) { h.failures.push_back(r); }, [] {},
-                                    [](const tunnel::RelayOutcome&) {}}};
+  auto table_ptr = h.table_with(h.server.addresses(), target_address);
+  LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
   table.on_new(id);  // its target connect is refused by the kernel at once, not yet handled
   REQUIRE(::listen(target_socket.get(), 16) == 0);  // the target is up for the next attempt
