@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "tunnel/auth.hpp"
+
 namespace tunnel::protocol {
 namespace {
 
@@ -70,10 +72,13 @@ Hello parse_hello_grammar(std::string_view line) {
     return ControlHello{features_from(words, 2)};
   }
   if (words[1] == "DATA") {
-    if (words.size() != 3) return bad("expected 'TUNNEL/1 DATA <id>'");
+    if (words.size() != 3 && words.size() != 4)
+      return bad("expected 'TUNNEL/1 DATA <id> [<proof>]'");
     auto id = ConnId::parse(words[2]);
     if (!id) return bad("connection id is not 32 lowercase hex digits");
-    return DataHello{*id};
+    if (words.size() == 4 && !auth::is_hex64(words[3]))
+      return bad("data proof is not 64 lowercase hex digits");
+    return DataHello{*id, words.size() == 4 ? std::string(words[3]) : std::string()};
   }
   return bad("expected CONTROL or DATA");
 }
@@ -120,6 +125,22 @@ Parsed parse_message(std::string_view line) {
     m.verb = verb == "PING" ? Verb::ping : Verb::pong;
     if (!need(2) || !is_token(words[1])) return bad(fmt::format("expected '{} <token>'", verb));
     m.word = words[1];
+  } else if (verb == "AUTH-CHALLENGE") {
+    m.verb = Verb::auth_challenge;
+    if (!need(2) || !auth::is_hex64(words[1])) return bad("expected 'AUTH-CHALLENGE <nonce>'");
+    m.nonce = words[1];
+  } else if (verb == "AUTH-PROOF") {
+    m.verb = Verb::auth_proof;
+    if (!need(4) || !auth::is_name(words[1]) || !auth::is_hex64(words[2]) ||
+        !auth::is_hex64(words[3]))
+      return bad("expected 'AUTH-PROOF <name> <nonce> <proof>'");
+    m.word = words[1];
+    m.nonce = words[2];
+    m.proof = words[3];
+  } else if (verb == "AUTH-OK") {
+    m.verb = Verb::auth_ok;
+    if (!need(2) || !auth::is_hex64(words[1])) return bad("expected 'AUTH-OK <proof>'");
+    m.proof = words[1];
   } else if (verb == "OK") {
     m.verb = Verb::ok;
     for (size_t i = 1; i < words.size(); ++i)
@@ -141,8 +162,9 @@ Parsed parse_message(std::string_view line) {
 std::string control_hello(const std::vector<std::string>& features) {
   return join_features(fmt::format("{} CONTROL", kVersionTag), features);
 }
-std::string data_hello(const ConnId& id) {
-  return fmt::format("{} DATA {}\n", kVersionTag, id.hex());
+std::string data_hello(const ConnId& id, std::string_view proof) {
+  if (proof.empty()) return fmt::format("{} DATA {}\n", kVersionTag, id.hex());
+  return fmt::format("{} DATA {} {}\n", kVersionTag, id.hex(), proof);
 }
 std::string ok(const std::vector<std::string>& features) {
   return join_features("OK", features);
@@ -165,6 +187,15 @@ std::string ping(std::string_view token) {
 }
 std::string pong(std::string_view token) {
   return fmt::format("PONG {}\n", token);
+}
+std::string auth_challenge(std::string_view nonce) {
+  return fmt::format("AUTH-CHALLENGE {}\n", nonce);
+}
+std::string auth_proof(std::string_view name, std::string_view nonce, std::string_view proof) {
+  return fmt::format("AUTH-PROOF {} {} {}\n", name, nonce, proof);
+}
+std::string auth_ok(std::string_view proof) {
+  return fmt::format("AUTH-OK {}\n", proof);
 }
 
 }  // namespace tunnel::protocol

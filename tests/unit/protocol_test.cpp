@@ -330,3 +330,65 @@ TEST_CASE("protocol round trip: formatted lines pass through the line reader int
   CHECK(expect_message(lines[3], p::Verb::fail).word == "refused");
   CHECK(expect_message(lines[4], p::Verb::err).text == "busy now");
 }
+
+// --- the auth extension's lines ---
+
+namespace {
+const std::string kHex64 = kId + kId;
+}
+
+TEST_CASE("protocol auth: a data hello may carry a 64-digit proof after the id") {
+  auto hello = expect_data("TUNNEL/1 DATA " + kId + " " + kHex64);
+  CHECK(hello.id.hex() == kId);
+  CHECK(hello.proof == kHex64);
+  CHECK(expect_data("TUNNEL/1 DATA " + kId).proof.empty());
+  for (const std::string& line : std::vector<std::string>{
+           "TUNNEL/1 DATA " + kId + " " + kHex64.substr(1),
+           "TUNNEL/1 DATA " + kId + " " + kHex64 + "0",
+           "TUNNEL/1 DATA " + kId + " " + std::string(64, 'A'),
+           "TUNNEL/1 DATA " + kId + " " + kHex64 + " " + kHex64,
+       }) {
+    INFO(line);
+    auto bad = expect_bad_hello(line);
+    CHECK(bad.claimed == p::HelloKind::data);
+  }
+}
+
+TEST_CASE("protocol auth: AUTH-CHALLENGE, AUTH-PROOF and AUTH-OK carry their fields") {
+  CHECK(expect_message("AUTH-CHALLENGE " + kHex64, p::Verb::auth_challenge).nonce == kHex64);
+  auto proof = expect_message("AUTH-PROOF lan-1 " + kHex64 + " " + kHex64, p::Verb::auth_proof);
+  CHECK(proof.word == "lan-1");
+  CHECK(proof.nonce == kHex64);
+  CHECK(proof.proof == kHex64);
+  CHECK(expect_message("AUTH-OK " + kHex64, p::Verb::auth_ok).proof == kHex64);
+}
+
+TEST_CASE("protocol auth: truncated, oversized or mistyped auth lines are malformed") {
+  for (const std::string& line : std::vector<std::string>{
+           "AUTH-CHALLENGE",
+           "AUTH-CHALLENGE " + kHex64.substr(2),
+           "AUTH-CHALLENGE " + kHex64 + " extra",
+           "AUTH-PROOF lan-1 " + kHex64,
+           "AUTH-PROOF lan-1 " + kHex64 + " " + kHex64.substr(1),
+           "AUTH-PROOF bad/name " + kHex64 + " " + kHex64,
+           "AUTH-PROOF " + std::string(65, 'n') + " " + kHex64 + " " + kHex64,
+           "AUTH-PROOF lan-1 " + kHex64 + " " + kHex64 + " extra",
+           "AUTH-OK",
+           "AUTH-OK " + std::string(64, 'G'),
+       }) {
+    INFO(line);
+    expect_bad_message(line);
+  }
+}
+
+TEST_CASE("protocol auth: the auth lines round-trip and fit in a line") {
+  CHECK(strip(p::auth_challenge(kHex64)) == "AUTH-CHALLENGE " + kHex64);
+  const std::string longest_name(64, 'n');
+  auto proof_line = strip(p::auth_proof(longest_name, kHex64, kHex64));
+  auto proof = expect_message(proof_line, p::Verb::auth_proof);
+  CHECK(proof.word == longest_name);
+  CHECK(expect_message(strip(p::auth_ok(kHex64)), p::Verb::auth_ok).proof == kHex64);
+  auto data = expect_data(strip(p::data_hello(*ConnId::parse(kId), kHex64)));
+  CHECK(data.proof == kHex64);
+  CHECK(strip(p::err(p::kErrAuth, "")) == "ERR auth");
+}

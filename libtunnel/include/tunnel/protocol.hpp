@@ -17,6 +17,7 @@ inline constexpr std::string_view kVersionTag = "TUNNEL/1";
 inline constexpr std::string_view kErrBusy = "busy";
 inline constexpr std::string_view kErrBadRequest = "bad-request";
 inline constexpr std::string_view kErrVersion = "version";
+inline constexpr std::string_view kErrAuth = "auth";  // the auth extension: missing or wrong proof
 
 // What a first line on B says it is, read from its second word even when the rest is malformed:
 // the server answers a bad control hello with ERR but closes a bad data hello without a word.
@@ -35,25 +36,41 @@ struct ControlHello {
 };
 struct DataHello {
   ConnId id;
+  std::string proof;  // auth extension: 64 hex digits, or empty when the line carries none
 };
 using Hello = std::variant<ControlHello, DataHello, Malformed>;
 Hello parse_hello(std::string_view line);
 
 // --- lines on the control connection ---
-enum class Verb { ok, err, new_conn, close_conn, fail, ping, pong, unknown };
+enum class Verb {
+  ok,
+  err,
+  new_conn,
+  close_conn,
+  fail,
+  ping,
+  pong,
+  auth_challenge,  // auth extension, server -> client: AUTH-CHALLENGE <nonce>
+  auth_proof,      // auth extension, client -> server: AUTH-PROOF <name> <nonce> <proof>
+  auth_ok,         // auth extension, server -> client: AUTH-OK <proof>
+  unknown,
+};
 struct Message {
   Verb verb = Verb::unknown;
   ConnId id;                          // NEW, CLOSE, FAIL
-  std::string word;                   // FAIL reason, PING/PONG token, ERR code, unknown verb
+  std::string word;                   // FAIL reason, PING/PONG token, ERR code, unknown verb,
+                                      // AUTH-PROOF name
   std::string text;                   // ERR text
   std::vector<std::string> features;  // OK
+  std::string nonce;                  // AUTH-CHALLENGE, AUTH-PROOF
+  std::string proof;                  // AUTH-PROOF, AUTH-OK
 };
 using Parsed = std::variant<Message, Malformed>;
 Parsed parse_message(std::string_view line);
 
 // Every formatter returns the whole line including its `\n`.
 std::string control_hello(const std::vector<std::string>& features);
-std::string data_hello(const ConnId& id);
+std::string data_hello(const ConnId& id, std::string_view proof = {});
 std::string ok(const std::vector<std::string>& features);
 std::string err(std::string_view code, std::string_view text);
 std::string new_conn(const ConnId& id);
@@ -61,6 +78,9 @@ std::string close_conn(const ConnId& id);
 std::string fail(const ConnId& id, std::string_view reason);
 std::string ping(std::string_view token);
 std::string pong(std::string_view token);
+std::string auth_challenge(std::string_view nonce);
+std::string auth_proof(std::string_view name, std::string_view nonce, std::string_view proof);
+std::string auth_ok(std::string_view proof);
 
 // A PING/PONG token or FAIL reason: 1 to 32 printable, non-space ASCII characters.
 bool is_token(std::string_view word);
