@@ -16,6 +16,7 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
       server_(std::move(server)),
       target_(std::move(target)),
       control_(loop, server_, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
+               ClientAuth{config.token, config.name},
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) {
                                            ++counters_.requested;

@@ -1,6 +1,7 @@
 // tunnel-client's command line and config file.
 #include "client_config.hpp"
 
+#include "tunnel/auth.hpp"
 #include "tunnel/cli_common.hpp"
 
 namespace tunnel::client {
@@ -22,6 +23,19 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
   cli::add_duration(app, "--reconnect-max", config.reconnect_max,
                     "Longest wait between attempts to reach the server (backoff starts near 100ms)",
                     cli::Zero::refused);
+  cli::add_token_file(app, config.token,
+                      "Prove to the server that this client holds the token in FILE (mode 600; a "
+                      "name relative to $CREDENTIALS_DIRECTORY works with systemd's "
+                      "LoadCredential=)");
+  app.add_option("--name", config.name,
+                 "This client's name, covered by the token's proof (letters, digits, . _ -)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& name) -> std::string {
+            return auth::is_name(name) ? "" : "1 to 64 of letters, digits, '.', '_' and '-'";
+          },
+          "NAME"))
+      ->type_name("NAME");
   cli::add_daemon_options(app, config.daemon);
   return cli::parse(app, argc, argv);
 }

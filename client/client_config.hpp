@@ -17,6 +17,8 @@ struct ClientConfig {
   HostPort target;
   Duration dial_timeout = 5s;
   Duration reconnect_max = 30s;
+  std::string token;            // the auth extension's token, from --token-file; empty: no auth
+  std::string name{"default"};  // the name the token proves (auth)
   DaemonOptions daemon;
 };
 

@@ -1,4 +1,5 @@
-// Control connection life: backing_off -> connecting -> awaiting_answer -> online -> (lost) ...
+// Control connection life: backing_off -> connecting -> [awaiting_challenge -> awaiting_auth_ok ->]
+// awaiting_answer -> online -> (lost) -> backing_off ... The bracketed states only with a token.
 #include "control_connection.hpp"
 
 #include "tunnel/log.hpp"
@@ -14,11 +15,12 @@ constexpr Duration kStableAfter = std::chrono::minutes(1);
 
 ControlConnection::ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
                                      Duration dial_timeout, Duration reconnect_max,
-                                     HeartbeatSettings heartbeat, Events events)
+                                     HeartbeatSettings heartbeat, ClientAuth auth, Events events)
     : loop_(loop),
       server_(server),
       server_name_(server.front().to_string()),
       dial_timeout_(dial_timeout),
+      auth_(std::move(auth)),
       events_(std::move(events)),
       backoff_(kFirstRetry, reconnect_max),
       heartbeat_(
@@ -61,10 +63,15 @@ void ControlConnection::on_connected(Fd fd, std::error_code error) {
       [this](std::string_view reason) {
         lost("control-lost", fmt::format("reason=\"{}\"", reason));
       });
-  move_to(ControlState::awaiting_answer);
-  // The heartbeat also bounds the wait for the server's answer.
+  // The heartbeat also bounds the wait for the server's answers.
   heartbeat_.start();
-  connection_->send(protocol::control_hello({}));
+  if (auth_.token.empty()) {
+    move_to(ControlState::awaiting_answer);
+    connection_->send(protocol::control_hello({}));
+  } else {
+    move_to(ControlState::awaiting_challenge);
+    connection_->send(protocol::control_hello({std::string(auth::kFeature)}));
+  }
 }
 
 void ControlConnection::on_line(std::string_view line) {
@@ -74,17 +81,15 @@ void ControlConnection::on_line(std::string_view line) {
     return lost("control-lost", fmt::format("reason=\"malformed line: {}\"", bad->reason));
   const auto& message = std::get<protocol::Message>(parsed);
 
-  if (state_ == ControlState::awaiting_answer) {
-    if (message.verb == protocol::Verb::ok) {
-      move_to(ControlState::online);
-      stable_.arm(kStableAfter);
-      TLOG_INFO("event=online server={}", server_name_);
-      return events_.on_online();
-    }
-    if (message.verb == protocol::Verb::err)
-      return lost("control-refused",
-                  fmt::format("code={} text=\"{}\"", message.word, log::escaped(message.text)));
-    return lost("control-lost", "reason=\"server did not answer the hello\"");
+  switch (state_) {
+    case ControlState::awaiting_challenge:
+      return on_challenge(message);
+    case ControlState::awaiting_auth_ok:
+      return on_auth_ok(message);
+    case ControlState::awaiting_answer:
+      return on_answer(message);
+    default:
+      break;
   }
 
   switch (message.verb) {
@@ -105,6 +110,62 @@ void ControlConnection::on_line(std::string_view line) {
     default:
       lost("control-lost", fmt::format("reason=\"unexpected line: {}\"", log::escaped(line)));
   }
+}
+
+void ControlConnection::on_challenge(const protocol::Message& message) {
+  if (message.verb == protocol::Verb::err)
+    return lost("control-refused",
+                fmt::format("code={} text=\"{}\"", message.word, log::escaped(message.text)));
+  // A server without a token skips the challenge: it could be anyone, so nothing goes through it.
+  if (message.verb == protocol::Verb::ok)
+    return lost("auth-failed",
+                "reason=server-without-auth detail=\"the server does not ask for a token; check "
+                "that it runs with --token-file\"");
+  if (message.verb != protocol::Verb::auth_challenge)
+    return lost("control-lost", "reason=\"server did not answer the hello\"");
+  auth::Transcript transcript{message.nonce, auth::new_nonce(), auth_.name, ""};
+  auto proof = auth::client_proof(auth_.token, transcript);
+  expected_server_proof_ = auth::server_proof(auth_.token, transcript);
+  pending_key_ = auth::session_key(auth_.token, transcript);
+  move_to(ControlState::awaiting_auth_ok);
+  connection_->send(
+      protocol::auth_proof(auth_.name, transcript.client_nonce, crypto::to_hex(proof)));
+}
+
+void ControlConnection::on_auth_ok(const protocol::Message& message) {
+  if (message.verb == protocol::Verb::err)
+    return lost("control-refused",
+                fmt::format("code={} text=\"{}\"", message.word, log::escaped(message.text)));
+  if (message.verb != protocol::Verb::auth_ok)
+    return lost("control-lost", "reason=\"server did not answer the proof\"");
+  // A server that cannot prove it holds the token is not ours, whatever else it says.
+  if (!auth::proof_matches(expected_server_proof_, message.proof))
+    return lost("auth-failed",
+                "reason=server-proof-mismatch detail=\"the server does not hold our token: a "
+                "different token, or not our server\"");
+  // Data lines prove themselves with the new key from now on; until now, lines for the last
+  // session's ids still carried its key, which the server recognises as late rather than forged.
+  session_key_ = pending_key_;
+  move_to(ControlState::awaiting_answer);
+}
+
+void ControlConnection::on_answer(const protocol::Message& message) {
+  if (message.verb == protocol::Verb::ok) {
+    move_to(ControlState::online);
+    stable_.arm(kStableAfter);
+    TLOG_INFO("event=online server={} client={} auth={}", server_name_, auth_.name,
+              auth_.token.empty() ? "none" : "token");
+    return events_.on_online();
+  }
+  if (message.verb == protocol::Verb::err)
+    return lost("control-refused",
+                fmt::format("code={} text=\"{}\"", message.word, log::escaped(message.text)));
+  lost("control-lost", "reason=\"server did not answer the hello\"");
+}
+
+std::string ControlConnection::data_hello(const ConnId& id) const {
+  if (!session_key_) return protocol::data_hello(id);
+  return protocol::data_hello(id, crypto::to_hex(auth::data_proof(*session_key_, id)));
 }
 
 void ControlConnection::send_line(std::string_view line) {

@@ -4,20 +4,37 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "control_link.hpp"
+#include "tunnel/auth.hpp"
 #include "tunnel/backoff.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/connector.hpp"
 #include "tunnel/heartbeat.hpp"
 #include "tunnel/line_connection.hpp"
+#include "tunnel/protocol.hpp"
 #include "tunnel/timer.hpp"
 
 namespace tunnel::client {
 
-enum class ControlState { backing_off, connecting, awaiting_answer, online, stopped };
+enum class ControlState {
+  backing_off,
+  connecting,
+  awaiting_challenge,  // auth: hello sent, AUTH-CHALLENGE expected
+  awaiting_auth_ok,    // auth: AUTH-PROOF sent, the server's own proof expected
+  awaiting_answer,     // OK or ERR expected
+  online,
+  stopped,
+};
+
+// The auth extension's settings: no token, no auth (docs/PROTOCOL.md, "Who requires what").
+struct ClientAuth {
+  std::string token;
+  std::string name{auth::kDefaultName};
+};
 
 class ControlConnection final : public ControlLink {
  public:
@@ -29,12 +46,14 @@ class ControlConnection final : public ControlLink {
 
   // `server` must outlive this object.
   ControlConnection(EventLoop& loop, std::span<const SocketAddress> server, Duration dial_timeout,
-                    Duration reconnect_max, HeartbeatSettings heartbeat, Events events);
+                    Duration reconnect_max, HeartbeatSettings heartbeat, ClientAuth auth,
+                    Events events);
 
   void start();
   // Closes the connection for good: no reconnect.
   void stop();
   void send_line(std::string_view line) override;
+  std::string data_hello(const ConnId& id) const override;
   ControlState state() const { return state_; }
   bool online() const { return state_ == ControlState::online; }
   // Attempts made after a failure or a lost connection.
@@ -44,6 +63,10 @@ class ControlConnection final : public ControlLink {
   void connect();
   void on_connected(Fd fd, std::error_code error);
   void on_line(std::string_view line);
+  // The answers to the hello, one per state before online.
+  void on_challenge(const protocol::Message& message);
+  void on_auth_ok(const protocol::Message& message);
+  void on_answer(const protocol::Message& message);
   // `fields` are ready-made key=value pairs saying why.
   void lost(std::string_view event, std::string_view fields);
   void move_to(ControlState next);
@@ -52,7 +75,13 @@ class ControlConnection final : public ControlLink {
   std::span<const SocketAddress> server_;
   std::string server_name_;  // for logs: the first address
   Duration dial_timeout_;
+  ClientAuth auth_;
   Events events_;
+  // Auth, per connection: what the server must prove, the key that follows, and the key of the
+  // last session whose server proved itself (the one data lines use).
+  crypto::Digest expected_server_proof_{};
+  auth::SessionKey pending_key_{};
+  std::optional<auth::SessionKey> session_key_;
   ControlState state_ = ControlState::backing_off;
   std::unique_ptr<Connector> connector_;
   std::unique_ptr<LineConnection> connection_;

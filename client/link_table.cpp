@@ -181,7 +181,7 @@ void LinkTable::on_data_closed_early(const ConnId& id) {
 }
 
 void LinkTable::start_relay(Link& link, Fd data) {
-  auto hello = protocol::data_hello(link.id);
+  auto hello = control_.data_hello(link.id);
   // The first bytes on a fresh socket always fit its send buffer; anything less means the server
   // closed it meanwhile: dial again while the target waits.
   if (send_nosignal(data.get(), hello.data(), hello.size()) != static_cast<long>(hello.size())) {

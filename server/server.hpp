@@ -1,12 +1,12 @@
-// tunnel-server: the listeners on A and B, the handshakes on B, the session arbiter (who is the
-// client) and the connection table (every external connection), all on one event loop.
+// tunnel-server: the listeners on A and B, the gate on B (first lines, auth), the session arbiter
+// (who is the client) and the connection table (every external connection), all on one event loop.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
 
-#include "b_handshake.hpp"
+#include "b_gate.hpp"
 #include "connection_table.hpp"
 #include "server_config.hpp"
 #include "server_metrics.hpp"
@@ -34,12 +34,6 @@ class Server {
   const SessionArbiter& arbiter() const { return arbiter_; }
 
  private:
-  void on_b_connection(Fd fd);
-  void on_first_line(uint64_t handshake, Fd fd, std::string_view line);
-  void on_handshake_failed(uint64_t handshake, HandshakeFailure failure, std::string_view peer);
-  void finish_handshake(uint64_t handshake);
-  // Counts a refused B connection and logs it (rate-limited); `detail` is the precise word.
-  void refuse_b(FailureReason counted_as, std::string_view detail, std::string_view peer);
   ServerCounters counters() const;
   ServerGauges gauges() const;
 
@@ -50,11 +44,8 @@ class Server {
   std::unique_ptr<Listener> listen_a_;
   std::unique_ptr<Listener> listen_b_;
 
-  std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
-  uint64_t handshakes_started_ = 0;
-  log::RateLimit b_refusal_log_;
-
   ServerCounters counters_;
+  BGate gate_;
   double start_time_;
   ServerSummary summary_;
   PeriodicTimer summary_timer_;

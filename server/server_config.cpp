@@ -29,6 +29,9 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->type_name("N");
+  cli::add_token_file(app, config.token,
+                      "Require clients to prove they hold the token in FILE (mode 600; a name "
+                      "relative to $CREDENTIALS_DIRECTORY works with systemd's LoadCredential=)");
   cli::add_daemon_options(app, config.daemon);
   return cli::parse(app, argc, argv);
 }

@@ -19,6 +19,7 @@ struct ServerConfig {
   Duration probe_timeout = 1s;
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
+  std::string token;  // the auth extension's token, from --token-file; empty: no auth
   DaemonOptions daemon;
 };
 

@@ -36,6 +36,10 @@ std::string render_metrics(const ServerCounters& c, const ServerGauges& g) {
   for (size_t i = 0; i < kFailureReasons; ++i)
     m.sample("tunnel_connections_failed_total", c.failed[i],
              {{"reason", to_string(static_cast<FailureReason>(i))}});
+  m.family("tunnel_auth_failures_total", "counter",
+           "B connections refused with ERR auth (no proof, or a wrong one), by stage.");
+  m.sample("tunnel_auth_failures_total", c.auth_failures_control, {{"stage", "control"}});
+  m.sample("tunnel_auth_failures_total", c.auth_failures_data, {{"stage", "data"}});
   m.family("tunnel_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
   m.sample("tunnel_relayed_bytes_total", c.bytes_to_client + g.live_bytes_to_client,
            {{"direction", "to_client"}});

@@ -13,10 +13,12 @@ struct ServerCounters {
   uint64_t accepted = 0;  // A connections accepted
   uint64_t paired = 0;    // A connections given a data connection
   std::array<uint64_t, kFailureReasons> failed{};
-  uint64_t sessions = 0;           // control connections that became the client's session
-  uint64_t control_refused = 0;    // control connections answered ERR busy
-  uint64_t bytes_to_client = 0;    // A -> B, of relays that have finished
-  uint64_t bytes_to_external = 0;  // B -> A, of relays that have finished
+  uint64_t sessions = 0;               // control connections that became the client's session
+  uint64_t control_refused = 0;        // control connections answered ERR busy
+  uint64_t bytes_to_client = 0;        // A -> B, of relays that have finished
+  uint64_t bytes_to_external = 0;      // B -> A, of relays that have finished
+  uint64_t auth_failures_control = 0;  // control connections refused ERR auth
+  uint64_t auth_failures_data = 0;     // data connections refused ERR auth
   uint64_t failed_total() const;
 };
 

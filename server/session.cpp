@@ -9,10 +9,11 @@
 
 namespace tunnel::server {
 
-Session::Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings heartbeat,
-                 Events events)
+Session::Session(EventLoop& loop, uint64_t number, Fd fd, std::optional<ClientIdentity> identity,
+                 HeartbeatSettings heartbeat, Events events)
     : number_(number),
       peer_(peer_address(fd.get()).to_string()),
+      identity_(std::move(identity)),
       events_(std::move(events)),
       connection_(
           loop, std::move(fd), [this](std::string_view line) { on_line(line); },
@@ -26,6 +27,10 @@ Session::Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings hear
         finish_probe(false);
       }) {
   heartbeat_.start();
+}
+
+std::string_view Session::name() const {
+  return identity_ ? std::string_view(identity_->name) : auth::kDefaultName;
 }
 
 void Session::close() {

@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "client_identity.hpp"
 #include "client_link.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
@@ -24,9 +26,14 @@ class Session {
     std::function<void(std::string_view reason)> on_closed;
   };
 
-  Session(EventLoop& loop, uint64_t number, Fd fd, HeartbeatSettings heartbeat, Events events);
+  Session(EventLoop& loop, uint64_t number, Fd fd, std::optional<ClientIdentity> identity,
+          HeartbeatSettings heartbeat, Events events);
 
   uint64_t number() const { return number_; }
+  // Who the client proved to be; empty without auth.
+  const std::optional<ClientIdentity>& identity() const { return identity_; }
+  // The client's name for logs: its proven name, or `default` without auth.
+  std::string_view name() const;
   const std::string& peer() const { return peer_; }
   bool open() const { return connection_.open(); }
   void send_line(std::string_view line) { connection_.send(line); }
@@ -44,6 +51,7 @@ class Session {
 
   uint64_t number_;
   std::string peer_;
+  std::optional<ClientIdentity> identity_;
   Events events_;
   LineConnection connection_;
   Heartbeat heartbeat_;

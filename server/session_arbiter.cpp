@@ -48,8 +48,13 @@ void SessionArbiter::send_line(std::string_view line) {
   if (online()) session_->send_line(line);
 }
 
-void SessionArbiter::offer(Fd fd, std::string peer) {
-  Newcomer newcomer{std::move(fd), std::move(peer)};
+const auth::SessionKey* SessionArbiter::current_key() const {
+  if (state_ == ArbiterState::no_session || !session_->identity()) return nullptr;
+  return &session_->identity()->key;
+}
+
+void SessionArbiter::offer(Fd fd, std::string peer, std::optional<ClientIdentity> identity) {
+  Newcomer newcomer{std::move(fd), std::move(peer), std::move(identity)};
   if (closed_) return refuse_busy(newcomer);
   if (state_ == ArbiterState::no_session) return open_session(std::move(newcomer));
   // A session whose socket already failed is only waiting for its loss to be reported: report it
@@ -91,14 +96,18 @@ void SessionArbiter::on_probe_answer(uint64_t number, bool alive) {
 
 void SessionArbiter::open_session(Newcomer newcomer) {
   uint64_t number = ++sessions_opened_;
+  bool authenticated = newcomer.identity.has_value();
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(newcomer.fd), heartbeat_,
+      loop_, number, std::move(newcomer.fd), std::move(newcomer.identity), heartbeat_,
       Session::Events{
           [this](const ConnId& id, std::string_view reason) { events_.on_fail(id, reason); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
   move_to(ArbiterState::online);
-  session_->send_line(protocol::ok({}));
-  TLOG_INFO("event=client-online session={} peer={}", number, session_->peer());
+  session_->send_line(protocol::ok(authenticated
+                                       ? std::vector<std::string>{std::string(auth::kFeature)}
+                                       : std::vector<std::string>{}));
+  TLOG_INFO("event=client-online session={} peer={} client={} auth={}", number, session_->peer(),
+            session_->name(), authenticated ? "token" : "none");
   events_.on_online();
 }
 
@@ -114,6 +123,7 @@ void SessionArbiter::lose_session(std::string_view reason) {
   if (state_ == ArbiterState::no_session) return;
   TLOG_DEBUG("event=session-ended session={} reason=\"{}\"", session_->number(), reason);
   session_->close();
+  if (session_->identity()) previous_key_ = session_->identity()->key;
   // We may be inside one of the session's own callbacks (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(session_));
   move_to(ArbiterState::no_session);

@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "client_identity.hpp"
 #include "client_link.hpp"
 #include "session.hpp"
 #include "tunnel/log.hpp"
@@ -35,8 +37,9 @@ class SessionArbiter final : public ClientLink {
                  Events events);
   ~SessionArbiter() override;
 
-  // A control hello arrived on `fd`.
-  void offer(Fd fd, std::string peer);
+  // A control hello arrived on `fd`; `identity` when it proved itself (auth), and then the OK
+  // lists `auth`.
+  void offer(Fd fd, std::string peer, std::optional<ClientIdentity> identity = std::nullopt);
   // Shutting down: closes the session and turns newcomers away.
   void close();
 
@@ -47,6 +50,11 @@ class SessionArbiter final : public ClientLink {
   ArbiterState state() const { return state_; }
   uint64_t sessions_opened() const { return sessions_opened_; }
   uint64_t refused_busy() const { return refused_busy_; }
+  // The session keys of the current session and of the one before it (auth), or null: a data
+  // line proves itself with the current one; one made with the previous key is a late line of a
+  // session that is gone, not an attack.
+  const auth::SessionKey* current_key() const;
+  const auth::SessionKey* previous_key() const { return previous_key_ ? &*previous_key_ : nullptr; }
 
   // Control connections that may wait for one probe together; more are refused at once.
   static constexpr size_t kMaxNewcomers = 8;
@@ -55,6 +63,7 @@ class SessionArbiter final : public ClientLink {
   struct Newcomer {
     Fd fd;
     std::string peer;
+    std::optional<ClientIdentity> identity;
   };
   void move_to(ArbiterState next);
   void open_session(Newcomer newcomer);
@@ -72,6 +81,7 @@ class SessionArbiter final : public ClientLink {
   Events events_;
   ArbiterState state_ = ArbiterState::no_session;
   std::unique_ptr<Session> session_;
+  std::optional<auth::SessionKey> previous_key_;
   std::vector<Newcomer> newcomers_;
   uint64_t sessions_opened_ = 0;
   uint64_t refused_busy_ = 0;

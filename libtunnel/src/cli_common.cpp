@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "tunnel/log.hpp"
+#include "tunnel/token_file.hpp"
 
 namespace tunnel::cli {
 namespace {
@@ -50,6 +51,21 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
       name, [&value, parse](const std::string& text) { value = parse(text); }, help);
   if (value.port != 0 || !value.host.empty()) option->default_str(value.to_string());
   return option->check(checked_by(parse, ""))->type_name("HOST:PORT");
+}
+
+CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string& help) {
+  return app
+      .add_option_function<std::string>(
+          "--token-file",
+          [&token](const std::string& value) {
+            try {
+              token = read_token_file(resolve_token_path(value));
+            } catch (const std::exception& e) {
+              throw CLI::ValidationError("--token-file", e.what());
+            }
+          },
+          help)
+      ->type_name("FILE");
 }
 
 void add_daemon_options(CLI::App& app, DaemonOptions& options) {

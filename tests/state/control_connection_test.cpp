@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "state_support.hpp"
+#include "tunnel/auth.hpp"
 #include "tunnel/protocol.hpp"
 
 using namespace std::chrono_literals;
@@ -30,6 +31,10 @@ std::string name_of(ControlState state) {
       return "backing-off";
     case ControlState::connecting:
       return "connecting";
+    case ControlState::awaiting_challenge:
+      return "awaiting-challenge";
+    case ControlState::awaiting_auth_ok:
+      return "awaiting-auth-ok";
     case ControlState::awaiting_answer:
       return "awaiting-answer";
     case ControlState::online:
@@ -45,18 +50,17 @@ using Server = std::shared_ptr<state_tests::LinePeer>;
 // A loop on a manual clock, a listener playing the server, and the control connection under test
 // (1 s heartbeat interval, 3 s heartbeat timeout). `calls` records its events in order.
 struct Fixture {
+  explicit Fixture(tunnel::client::ClientAuth auth = {})
+      : control(ml.loop, listener.addresses(), kDialTimeout, kReconnectMax,
+                tunnel::HeartbeatSettings{1s, 3s}, std::move(auth),
+                {[this] { calls.push_back("online"); },
+                 [this](const tunnel::ConnId& id) { calls.push_back("new " + id.hex()); },
+                 [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}) {}
+
   state_tests::ManualLoop ml;
   state_tests::LoopbackListener listener;
   std::vector<std::string> calls;  // "online", "new <id>", "close <id>"
-  ControlConnection control{
-      ml.loop,
-      listener.addresses(),
-      kDialTimeout,
-      kReconnectMax,
-      tunnel::HeartbeatSettings{1s, 3s},
-      {[this] { calls.push_back("online"); },
-       [this](const tunnel::ConnId& id) { calls.push_back("new " + id.hex()); },
-       [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}};
+  ControlConnection control;
   std::vector<Server> accepted;
 
   std::string state() const { return name_of(control.state()); }
@@ -98,7 +102,7 @@ Server Fixture::accept_next() {
   accepted.push_back(std::make_shared<state_tests::LinePeer>(
       "connection " + std::to_string(accepted.size() + 1), std::move(fd)));
   auto server = accepted.back();
-  REQUIRE_EVENTUALLY(*this, server->got(kHello));
+  REQUIRE_EVENTUALLY(*this, server->got_prefix(kHello));
   return server;
 }
 
@@ -317,4 +321,120 @@ TEST_CASE(
   INFO("the server end read: [" << got << "]");
   CHECK(got.empty());
   check_no_reconnect(f);
+}
+
+// --- the auth extension (docs/PROTOCOL.md, "Authentication") ---
+
+namespace {
+
+const std::string kToken = "Qm9yaW5nIGV4YW1wbGUgdG9rZW4sIG5ldmVyIHVzZSBtZQ";
+const std::string kAuthHello = "TUNNEL/1 CONTROL auth";
+
+// The server's side of one auth handshake, computed by the test from the lines it saw.
+struct ServerView {
+  tunnel::auth::Transcript transcript;
+  std::string client_proof;
+};
+
+// Accepts the next connection, sends a fresh challenge and reads the client's AUTH-PROOF.
+ServerView challenge(Fixture& f, Server& server) {
+  server = f.accept_next();
+  CHECK(server->lines.front() == kAuthHello);
+  CHECK(f.state() == "awaiting-challenge");
+  ServerView view;
+  view.transcript.server_nonce = tunnel::auth::new_nonce();
+  server->say(tunnel::protocol::auth_challenge(view.transcript.server_nonce));
+  REQUIRE_EVENTUALLY(f, server->got_prefix("AUTH-PROOF "));
+  auto parsed = tunnel::protocol::parse_message(server->lines.back());
+  REQUIRE(std::holds_alternative<tunnel::protocol::Message>(parsed));
+  const auto& proof = std::get<tunnel::protocol::Message>(parsed);
+  REQUIRE(proof.verb == tunnel::protocol::Verb::auth_proof);
+  view.transcript.name = proof.word;
+  view.transcript.client_nonce = proof.nonce;
+  view.client_proof = proof.proof;
+  return view;
+}
+
+std::string server_proof_hex(const ServerView& view, const std::string& token = kToken) {
+  return tunnel::crypto::to_hex(tunnel::auth::server_proof(token, view.transcript));
+}
+
+std::string data_proof_hex(const ServerView& view, const tunnel::ConnId& id) {
+  return tunnel::crypto::to_hex(
+      tunnel::auth::data_proof(tunnel::auth::session_key(kToken, view.transcript), id));
+}
+
+}  // namespace
+
+TEST_CASE("with a token the client proves it, checks the server's proof, then goes online",
+          "[control][auth]") {
+  Fixture f({kToken, "lan-host-1"});
+  f.control.start();
+  Server server;
+  auto view = challenge(f, server);
+  CHECK(view.transcript.name == "lan-host-1");
+  CHECK(tunnel::auth::proof_matches(tunnel::auth::client_proof(kToken, view.transcript),
+                                    view.client_proof));
+  server->say(tunnel::protocol::auth_ok(server_proof_hex(view)));
+  server->say("OK auth\n");
+  REQUIRE_EVENTUALLY(f, f.control.online());
+  CHECK(f.calls == std::vector<std::string>{"online"});
+  // Data lines carry the proof under this session's key.
+  auto id = tunnel::ConnId::random();
+  CHECK(f.control.data_hello(id) == tunnel::protocol::data_hello(id, data_proof_hex(view, id)));
+}
+
+TEST_CASE("with a token the client refuses a server that cannot prove it holds the token",
+          "[control][auth]") {
+  Fixture f({kToken, "default"});
+  f.control.start();
+  Server server;
+  std::string answer_to_hello;
+  SECTION("a server proof made with another token") {
+    auto view = challenge(f, server);
+    server->say(tunnel::protocol::auth_ok(server_proof_hex(view, kToken + "x")));
+  }
+  SECTION("the client's own proof sent back (a reflection)") {
+    auto view = challenge(f, server);
+    server->say(tunnel::protocol::auth_ok(view.client_proof));
+  }
+  SECTION("a server without auth answering OK to the hello") {
+    server = f.accept_next();
+    server->say("OK\n");
+  }
+  SECTION("ERR auth as the answer to the proof") {
+    challenge(f, server);
+    server->say("ERR auth authentication failed\n");
+  }
+  REQUIRE_EVENTUALLY(f, server->saw_close());
+  f.ml.settle();
+  CHECK_FALSE(f.control.online());
+  CHECK(f.calls.empty());
+  // An unproven session never lends its key to data lines.
+  auto id = tunnel::ConnId::random();
+  CHECK(f.control.data_hello(id) == tunnel::protocol::data_hello(id));
+}
+
+TEST_CASE(
+    "each connection uses a fresh client nonce, and data lines switch key only once the new "
+    "server has proved itself",
+    "[control][auth]") {
+  Fixture f({kToken, "default"});
+  f.control.start();
+  Server first;
+  auto one = challenge(f, first);
+  first->say(tunnel::protocol::auth_ok(server_proof_hex(one)) + "OK auth\n");
+  REQUIRE_EVENTUALLY(f, f.control.online());
+  auto id = tunnel::ConnId::random();
+  first->fd.reset();  // the session is lost
+  REQUIRE_EVENTUALLY(f, f.gave_up(0));
+  f.ml.advance(kReconnectMax);
+  Server second;
+  auto two = challenge(f, second);
+  CHECK(two.transcript.client_nonce != one.transcript.client_nonce);
+  // Challenged but not yet proven: a late data line still uses the lost session's key.
+  CHECK(f.control.data_hello(id) == tunnel::protocol::data_hello(id, data_proof_hex(one, id)));
+  second->say(tunnel::protocol::auth_ok(server_proof_hex(two)));
+  REQUIRE_EVENTUALLY(f, f.state() == "awaiting-answer");
+  CHECK(f.control.data_hello(id) == tunnel::protocol::data_hello(id, data_proof_hex(two, id)));
 }

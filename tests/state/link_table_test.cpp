@@ -26,6 +26,9 @@ namespace {
 struct FakeControl final : ControlLink {
   std::vector<std::string> lines;
   void send_line(std::string_view line) override { lines.emplace_back(line); }
+  std::string data_hello(const tunnel::ConnId& id) const override {
+    return tunnel::protocol::data_hello(id);
+  }
 };
 
 struct Harness {

@@ -25,6 +25,9 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, Duration& valu
                           const std::string& help, Zero zero);
 CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value,
                          bool allow_port_zero, const std::string& help);
+// --token-file FILE: the file is read and checked while parsing (token_file.hpp), so a bad one is
+// refused before the daemon starts, naming the option, the file and the fix. `token` gets its text.
+CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string& help);
 
 // Parses argv; on --help/--version prints and returns the exit code 0, on error prints one line
 // and returns 2. Returns -1 when the daemon should go on.
