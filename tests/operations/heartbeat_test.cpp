@@ -88,8 +88,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "restarted client after a silent failure: serves within 2 s, the stale one is refused busy and "
-    "backs off while A keeps working") {
+    "restarted client after a silent failure: serves after the 1 s probe, long before the 30 s "
+    "heartbeat timeout; the stale one is refused busy and backs off while A keeps working") {
   EchoTarget echo;
   Server server;  // default --probe-timeout 1s and heartbeat settings
   Client first(server.port_b(), echo.address(), {}, "tunnel-client-1");
@@ -105,7 +105,10 @@ TEST_CASE(
   echo_round_trip(server.port_a(), "through the restarted client\n", 5s);
   const long long takeover_ms = ms_since(second_start);
   MEASURED("restarted client: round trip through A works " << takeover_ms << " ms after its start");
-  CHECK(takeover_ms <= 2000);
+  // The takeover comes from the probe (1 s), not from the heartbeat timeout (30 s). The bound is
+  // loose on purpose: it includes a sanitised process start on a loaded 2-core machine, which has
+  // taken over a second (a 2 s bound failed once that way); the log line below names the cause.
+  CHECK(takeover_ms <= 10000);
   server.wait_for_line("event=session-replaced session=1 reason=probe-timeout", 2s, server_mark);
   server.wait_for_line("event=client-online session=2", 2s, server_mark);
 
