@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include "tunnel/log.hpp"
 #include "tunnel/token_file.hpp"
 
@@ -58,10 +60,18 @@ CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string
       .add_option_function<std::string>(
           "--token-file",
           [&token](const std::string& value) {
+            std::string path = resolve_token_path(value);
             try {
-              token = read_token_file(resolve_token_path(value));
+              token = read_token_file(path);
             } catch (const std::exception& e) {
-              throw CLI::ValidationError("--token-file", e.what());
+              // A relative name that was not found as a credential: say where it was looked for.
+              std::string hint;
+              if (path == value && !value.starts_with('/'))
+                hint = std::getenv("CREDENTIALS_DIRECTORY")
+                           ? " (not in $CREDENTIALS_DIRECTORY either)"
+                           : " (a relative name is first looked up in $CREDENTIALS_DIRECTORY, "
+                             "which is not set: under systemd, use LoadCredential=)";
+              throw CLI::ValidationError("--token-file", e.what() + hint);
             }
           },
           help)
