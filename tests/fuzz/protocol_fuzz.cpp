@@ -73,7 +73,7 @@ std::vector<std::string_view> split(std::string_view header, std::string_view st
 }
 
 // What the stream splits into when read in one pass: the lines, whether it overflows, and the
-// unterminated tail left buffered when it does not.
+// unterminated tail left buffered when it does not (0 when it does).
 struct Framing {
   std::vector<std::string> lines;
   bool overflowed = false;
@@ -86,8 +86,8 @@ Framing reference_framing(std::string_view stream) {
   for (;;) {
     size_t newline = stream.find('\n', pos);
     if (newline == std::string_view::npos) {
-      f.tail = stream.size() - pos;
-      f.overflowed = f.tail >= kMaxLineLength;
+      f.overflowed = stream.size() - pos >= kMaxLineLength;
+      f.tail = f.overflowed ? 0 : stream.size() - pos;
       return f;
     }
     if (newline - pos + 1 > kMaxLineLength) {
