@@ -2,6 +2,7 @@
 # Installs what building and running tunnel needs on Debian 12, and nothing when it is all there.
 #   scripts/install-deps.sh           compiler, CMake, libraries, and the demo's tools
 #   scripts/install-deps.sh --tests   the same, plus the tools the operations tests call
+#   scripts/install-deps.sh --fuzz    the same, plus clang and libFuzzer (scripts/fuzz.sh)
 # Run as root (or as a user with sudo). Safe to run again: only missing packages are installed.
 set -euo pipefail
 
@@ -21,9 +22,14 @@ case "${1:-}" in
       prometheus   # promtool check metrics, for the /metrics text
     )
     ;;
+  --fuzz)
+    packages+=(
+      clang libclang-rt-14-dev   # libFuzzer and the sanitizer runtimes, for scripts/fuzz.sh
+    )
+    ;;
   "") ;;
   *)
-    echo "usage: $0 [--tests]" >&2
+    echo "usage: $0 [--tests | --fuzz]" >&2
     exit 2
     ;;
 esac
