@@ -679,6 +679,37 @@ TEST_CASE("auth: forged, replayed, missing, truncated and oversized data proofs 
   CHECK_FALSE(ctl2.closed());
 }
 
+TEST_CASE(
+    "auth: a data proof under the previous session's key, for an id told to the current session, "
+    "is ERR auth and counted") {
+  // docs/PROTOCOL.md, "Data connections": the first line carries the data proof "under the key of
+  // the session that was told the id", and "a proof that does not match" gets `ERR auth`, close,
+  // counted. Only the holder of the earlier session's key can make this line, and no honest client
+  // can (it never heard the new id under that key): it is not a late line of the earlier session.
+  TokenDir dir;
+  const std::string token = new_token();
+  const std::string file = dir.write("tunnel.token", token);
+  AuthServer s(file, {"--pair-timeout", "20s"});
+  auto first = std::make_unique<AuthControl>(s.server.port_b(), token, "fake-client");
+  REQUIRE(first->online());
+  const auto old_key = first->exchange().key;
+  first->close();
+  s.server.wait_for_line("event=client-offline", 3s);
+  AuthControl second(s.server.port_b(), token, "fake-client");
+  REQUIRE(second.online());
+  Socket a = connect_tcp(s.server.port_a());
+  send_all(a, "early bytes\n");
+  const std::string id = second.wait_new(3s);
+
+  Socket old = b_line(s.server.port_b(), "TUNNEL/1 DATA " + id + " " + data_proof_hex(old_key, id));
+  require_err_auth(old, "the current session's id under the previous session's key");
+  s.wait_counter(kDataFailures, 1);
+
+  // Not paired by it: the right line still is.
+  Socket right = b_line(s.server.port_b(), second.data_line(id));
+  CHECK(read_exact(right, 12, 5s) == "early bytes\n");
+}
+
 // 8 ---------------------------------------------------------------------------------------------
 
 TEST_CASE(
