@@ -16,14 +16,14 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
       server_(std::move(server)),
       target_(std::move(target)),
       control_(loop, server_, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
-               ClientAuth{config.token, config.name},
+               ClientAuth{config.token, config.name}, config.tls,
                ControlConnection::Events{[this] { on_online(); },
                                          [this](const ConnId& id) {
                                            ++counters_.requested;
                                            links_.on_new(id);
                                          },
                                          [this](const ConnId& id) { links_.on_close(id); }}),
-      links_(loop, control_, server_, target_, config.dial_timeout,
+      links_(loop, control_, server_, target_, config.dial_timeout, config.tls,
              LinkTable::Events{
                  [this](FailReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; },
                  [this] { ++counters_.relayed; },
@@ -40,12 +40,16 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
 
 ClientGauges Client::gauges() const {
   const RelaySet& relays = links_.relays();
-  return ClientGauges{control_.online(),
-                      control_.reconnects(),
-                      links_.count(LinkState::relaying),
-                      relays.live_bytes_to_service(),
-                      relays.live_bytes_to_visitor(),
-                      start_time_};
+  ClientGauges gauges;
+  gauges.online = control_.online();
+  gauges.reconnects = control_.reconnects();
+  gauges.active = links_.count(LinkState::relaying);
+  gauges.live_bytes_to_target = relays.live_bytes_to_service();
+  gauges.live_bytes_from_target = relays.live_bytes_to_visitor();
+  gauges.start_time_seconds = start_time_;
+  gauges.tls_on = config_.tls != nullptr;
+  if (config_.tls) gauges.tls_handshakes = config_.tls->counts();
+  return gauges;
 }
 
 void Client::drain(std::function<void()> drained) {

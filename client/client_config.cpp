@@ -1,6 +1,10 @@
 // tunnel-client's command line and config file.
 #include "client_config.hpp"
 
+#include <fmt/format.h>
+
+#include <utility>
+
 #include "tunnel/auth.hpp"
 #include "tunnel/cli_common.hpp"
 
@@ -36,8 +40,57 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
           },
           "NAME"))
       ->type_name("NAME");
+  app.add_flag("--tls", config.tls_on,
+               "Speak TLS 1.3 to port B; the server is verified with --tls-ca or --tls-pin");
+  app.add_option("--tls-ca", config.tls_ca_file,
+                 "Trust server certificates that chain to this CA, or this very certificate "
+                 "(PEM); the --server host must be one of its names")
+      ->type_name("FILE");
+  app.add_option("--tls-pin", config.tls_pin,
+                 "Trust only the server key with this pin (scripts/gen-cert.sh prints it)")
+      ->type_name("sha256:HEX");
+  app.add_option("--tls-cert", config.tls_cert_file,
+                 "This client's certificate, for a server that requires one (with --tls-key)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", config.tls_key_file, "The private key of --tls-cert (PEM)")
+      ->type_name("FILE");
   cli::add_daemon_options(app, config.daemon);
-  return cli::parse(app, argc, argv);
+  if (int code = cli::parse(app, argc, argv); code >= 0) return code;
+  return load_tls(config);
+}
+
+int load_tls(ClientConfig& config) {
+  auto refuse = [](std::string_view option, std::string_view what) {
+    fmt::print(stderr, "tunnel-client: {}: {}\n", option, what);
+    return 2;
+  };
+  if (!config.tls_on) {
+    for (auto [option, value] :
+         {std::pair{"--tls-ca", &config.tls_ca_file}, std::pair{"--tls-pin", &config.tls_pin},
+          std::pair{"--tls-cert", &config.tls_cert_file},
+          std::pair{"--tls-key", &config.tls_key_file}})
+      if (!value->empty()) return refuse(option, "only with --tls");
+    return -1;
+  }
+  if (config.tls_ca_file.empty() == config.tls_pin.empty())
+    return refuse("--tls",
+                  "give exactly one way to verify the server: --tls-ca FILE or --tls-pin "
+                  "sha256:HEX (scripts/gen-cert.sh prints both)");
+  tls::ClientTlsOptions options;
+  options.ca_file = config.tls_ca_file;
+  if (!config.tls_pin.empty()) {
+    options.pin = tls::parse_pin(config.tls_pin);
+    if (!options.pin) return refuse("--tls-pin", "expected sha256: and 64 hex digits");
+  }
+  options.cert_file = config.tls_cert_file;
+  options.key_file = config.tls_key_file;
+  options.server_name = config.server.host;
+  try {
+    config.tls = std::make_shared<tls::ClientContext>(tls::ClientContext::load(options));
+  } catch (const std::exception& e) {
+    return refuse("--tls", e.what());
+  }
+  return -1;
 }
 
 }  // namespace tunnel::client

@@ -2,11 +2,13 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "tunnel/address.hpp"
 #include "tunnel/daemon_options.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/tls_context.hpp"
 
 namespace tunnel::client {
 
@@ -19,11 +21,21 @@ struct ClientConfig {
   Duration reconnect_max = 30s;
   std::string token;            // the auth extension's token, from --token-file; empty: no auth
   std::string name{"default"};  // the name the token proves (auth)
+  // TLS to port B: the options as given, and the context loaded from them at start-up (null: off).
+  bool tls_on = false;
+  std::string tls_ca_file;
+  std::string tls_pin;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::shared_ptr<tls::ClientContext> tls;
   DaemonOptions daemon;
 };
 
 // Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version, 2
 // after a bad flag or config, with one line on stderr).
 int parse_arguments(int argc, char** argv, ClientConfig& config);
+// Checks the TLS options that go together and loads the context (a file error names the option
+// and the file). Returns -1 to go on, or 2 after one line on stderr. Called by parse_arguments.
+int load_tls(ClientConfig& config);
 
 }  // namespace tunnel::client

@@ -32,6 +32,12 @@ std::string render_metrics(const ClientCounters& c, const ClientGauges& g) {
            {{"direction", "to_target"}});
   m.sample("tunnel_relayed_bytes_total", c.bytes_from_target + g.live_bytes_from_target,
            {{"direction", "from_target"}});
+  if (g.tls_on) {
+    m.family("tunnel_tls_handshakes_total", "counter",
+             "TLS handshakes completed with the server: full, or resumed from a session ticket.");
+    m.sample("tunnel_tls_handshakes_total", g.tls_handshakes.full, {{"kind", "full"}});
+    m.sample("tunnel_tls_handshakes_total", g.tls_handshakes.resumed, {{"kind", "resumed"}});
+  }
   m.family("process_start_time_seconds", "gauge", "Start time of the process, in Unix seconds.");
   m.sample("process_start_time_seconds", g.start_time_seconds);
   return m.text();

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "fail_reason.hpp"
+#include "tunnel/tls_stream.hpp"
 
 namespace tunnel::client {
 
@@ -25,6 +26,8 @@ struct ClientGauges {
   uint64_t live_bytes_to_target = 0;  // of relays still running
   uint64_t live_bytes_from_target = 0;
   double start_time_seconds = 0;
+  bool tls_on = false;
+  tls::HandshakeCounts tls_handshakes;  // control and data connections, full or resumed
 };
 
 std::string render_metrics(const ClientCounters& counters, const ClientGauges& gauges);

@@ -15,13 +15,15 @@ constexpr Duration kStableAfter = std::chrono::minutes(1);
 
 ControlConnection::ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
                                      Duration dial_timeout, Duration reconnect_max,
-                                     HeartbeatSettings heartbeat, ClientAuth auth, Events events)
+                                     HeartbeatSettings heartbeat, ClientAuth auth,
+                                     std::shared_ptr<tls::ClientContext> tls, Events events)
     : loop_(loop),
       server_(server),
       server_name_(server.front().to_string()),
       dial_timeout_(dial_timeout),
       auth_(std::move(auth)),
       events_(std::move(events)),
+      tls_(std::move(tls)),
       backoff_(kFirstRetry, reconnect_max),
       heartbeat_(
           loop, heartbeat,
@@ -58,8 +60,31 @@ void ControlConnection::on_connected(Fd fd, std::error_code error) {
   // Inside the connector's own callback (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(connector_));
   if (error) return lost("control-lost", fmt::format("reason=\"{}\"", error.message()));
+  if (!tls_) return start_session(StreamSocket{std::move(fd), nullptr, {}});
+  auto stream = tls_->new_stream(fd.get());
+  handshake_ = std::make_unique<tls::Handshake>(
+      loop_, std::move(fd), std::move(stream), dial_timeout_,
+      [this](Fd connection, std::unique_ptr<tls::Stream> established) {
+        // Inside the handshake's own callback (event_loop.hpp, the lifetime rule).
+        loop_.destroy_later(std::move(handshake_));
+        start_session(StreamSocket{std::move(connection), std::move(established), {}});
+      },
+      [this](Fd, tls::Failure failure, std::string_view detail) {
+        loop_.destroy_later(std::move(handshake_));
+        lost("tls-failed",
+             fmt::format("reason={} detail=\"{}\"", tls::to_string(failure), log::escaped(detail)));
+      });
+}
+
+void ControlConnection::start_session(StreamSocket socket) {
+  binding_.clear();
+  if (socket.tls) {
+    if (auto exporter = socket.tls->exporter()) binding_ = crypto::to_hex(*exporter);
+    TLOG_DEBUG("event=tls-established server={} {} resumed={}", server_name_,
+               socket.tls->description(), socket.tls->resumed() ? 1 : 0);
+  }
   connection_ = std::make_unique<LineConnection>(
-      loop_, std::move(fd), [this](std::string_view line) { on_line(line); },
+      loop_, std::move(socket), [this](std::string_view line) { on_line(line); },
       [this](std::string_view reason) {
         lost("control-lost", fmt::format("reason=\"{}\"", reason));
       });
@@ -123,7 +148,7 @@ void ControlConnection::on_challenge(const protocol::Message& message) {
                 "that it runs with --token-file\"");
   if (message.verb != protocol::Verb::auth_challenge)
     return lost("control-lost", "reason=\"server did not answer the hello\"");
-  auth::Transcript transcript{message.nonce, auth::new_nonce(), auth_.name, ""};
+  auth::Transcript transcript{message.nonce, auth::new_nonce(), auth_.name, binding_};
   auto proof = auth::client_proof(auth_.token, transcript);
   expected_server_proof_ = auth::server_proof(auth_.token, transcript);
   pending_key_ = auth::session_key(auth_.token, transcript);
@@ -197,6 +222,8 @@ void ControlConnection::stop() {
   // pending (a connect completing in this batch) can bring the session back.
   if (connector_) connector_->cancel();
   loop_.destroy_later(std::move(connector_));
+  if (handshake_) handshake_->cancel();
+  loop_.destroy_later(std::move(handshake_));
   if (connection_) connection_->close();
 }
 

@@ -16,7 +16,10 @@
 #include "tunnel/heartbeat.hpp"
 #include "tunnel/line_connection.hpp"
 #include "tunnel/protocol.hpp"
+#include "tunnel/stream_socket.hpp"
 #include "tunnel/timer.hpp"
+#include "tunnel/tls_context.hpp"
+#include "tunnel/tls_handshake.hpp"
 
 namespace tunnel::client {
 
@@ -45,9 +48,10 @@ class ControlConnection final : public ControlLink {
   };
 
   // `server` must outlive this object.
+  // `tls` null: plain TCP to port B.
   ControlConnection(EventLoop& loop, std::span<const SocketAddress> server, Duration dial_timeout,
                     Duration reconnect_max, HeartbeatSettings heartbeat, ClientAuth auth,
-                    Events events);
+                    std::shared_ptr<tls::ClientContext> tls, Events events);
 
   void start();
   // Closes the connection for good: no reconnect.
@@ -62,6 +66,8 @@ class ControlConnection final : public ControlLink {
  private:
   void connect();
   void on_connected(Fd fd, std::error_code error);
+  // Connected, and over TLS the handshake done: says the hello.
+  void start_session(StreamSocket socket);
   void on_line(std::string_view line);
   // The answers to the hello, one per state before online.
   void on_challenge(const protocol::Message& message);
@@ -84,6 +90,9 @@ class ControlConnection final : public ControlLink {
   std::optional<auth::SessionKey> session_key_;
   ControlState state_ = ControlState::backing_off;
   std::unique_ptr<Connector> connector_;
+  std::shared_ptr<tls::ClientContext> tls_;
+  std::unique_ptr<tls::Handshake> handshake_;
+  std::string binding_;  // hex of this connection's TLS exporter, covered by the auth proof
   std::unique_ptr<LineConnection> connection_;
   Backoff backoff_;
   Heartbeat heartbeat_;

@@ -17,6 +17,7 @@
 #include "tunnel/connector.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/socket.hpp"
+#include "tunnel/tls_handshake.hpp"
 
 namespace tunnel::client {
 namespace {
@@ -49,18 +50,22 @@ struct LinkTable::Link {
   ConnId id;
   LinkState state = LinkState::dialing_both;
   std::unique_ptr<Connector> server_dial;
+  std::unique_ptr<tls::Handshake> server_tls;  // over TLS: after the dial, before B counts as up
   std::unique_ptr<Connector> target_dial;
   // The data connection while it waits for the target. The server sends nothing on it before
-  // DATA, so readability here means the server closed it.
+  // DATA, so readability here means the server closed it (over TLS, or sent a session ticket).
   std::optional<Channel> data;
+  std::unique_ptr<tls::Stream> data_tls;  // after `data`: freed first, while the socket is open
   Fd target;
   int server_dials = 0;
 };
 
 LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
-                     std::span<const SocketAddress> target, Duration dial_timeout, Events events)
+                     std::span<const SocketAddress> target, Duration dial_timeout,
+                     std::shared_ptr<tls::ClientContext> tls, Events events)
     : loop_(loop),
       control_(control),
+      tls_(std::move(tls)),
       server_(server),
       target_(target),
       dial_timeout_(dial_timeout),
@@ -129,13 +134,41 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
   if (it == links_.end()) return;
   Link& link = *it->second;
   if (error) return fail(link, FailReason::data_connect_failed);
+  if (!tls_) return on_server_ready(link, StreamSocket{std::move(fd), nullptr, {}});
+  // Resumes the session of the control connection (a ticket), so no full handshake each time.
+  auto stream = tls_->new_stream(fd.get());
+  link.server_tls = std::make_unique<tls::Handshake>(
+      loop_, std::move(fd), std::move(stream), dial_timeout_,
+      [this, id](Fd connection, std::unique_ptr<tls::Stream> established) {
+        auto found = links_.find(id);
+        if (found == links_.end()) return;
+        // Inside the handshake's own callback (event_loop.hpp, the lifetime rule).
+        loop_.destroy_later(std::move(found->second->server_tls));
+        on_server_ready(*found->second,
+                        StreamSocket{std::move(connection), std::move(established), {}});
+      },
+      [this, id](Fd, tls::Failure failure, std::string_view detail) {
+        auto found = links_.find(id);
+        if (found == links_.end()) return;
+        uint64_t suppressed = 0;
+        if (tls_log_.allow(suppressed))
+          TLOG_WARN("event=tls-failed conn={} reason={} detail=\"{}\" suppressed={}",
+                    id.short_hex(), tls::to_string(failure), log::escaped(detail), suppressed);
+        loop_.destroy_later(std::move(found->second->server_tls));
+        fail(*found->second, FailReason::data_connect_failed);
+      });
+}
+
+void LinkTable::on_server_ready(Link& link, StreamSocket data) {
+  const ConnId id = link.id;
   switch (link.state) {
     case LinkState::dialing_both:
-      link.data.emplace(loop_, std::move(fd), kReadable,
-                        [this, id](uint32_t) { on_data_closed_early(id); });
+      link.data.emplace(loop_, std::move(data.fd), kReadable,
+                        [this, id](uint32_t) { on_data_readable(id); });
+      link.data_tls = std::move(data.tls);
       return move_to(link, LinkState::waiting_for_target);
     case LinkState::waiting_for_server:
-      return start_relay(link, std::move(fd));
+      return start_relay(link, std::move(data));
     case LinkState::waiting_for_target:
     case LinkState::dialing_target:
     case LinkState::relaying:
@@ -154,7 +187,8 @@ void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error)
     case LinkState::dialing_both:
       return move_to(link, LinkState::waiting_for_server);
     case LinkState::waiting_for_target: {
-      Fd data = link.data->release();  // the watch ends: the relay takes the socket
+      // The watch ends: the relay takes the socket.
+      StreamSocket data{link.data->release(), std::move(link.data_tls), {}};
       link.data.reset();
       return start_relay(link, std::move(data));
     }
@@ -168,31 +202,51 @@ void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error)
   }
 }
 
-void LinkTable::on_data_closed_early(const ConnId& id) {
+void LinkTable::on_data_readable(const ConnId& id) {
   auto it = links_.find(id);
   if (it == links_.end() || it->second->state != LinkState::waiting_for_target) return;
   Link& link = *it->second;
+  if (link.data_tls) {
+    // TLS 1.3 sends session tickets after the handshake: taking one is not the server closing.
+    char nothing_expected[256];
+    auto result = link.data_tls->read({nothing_expected, sizeof nothing_expected});
+    if (result.status == tls::IoStatus::want_read) return;
+    if (result.status == tls::IoStatus::want_write) {
+      link.data->set_interest(kReadable | kWritable);
+      return;
+    }
+  }
   TLOG_DEBUG(
       "event=data-closed-early conn={} detail=\"server closed B before the target answered\"",
       id.short_hex());
   // Inside the channel's own handler: close it now, free it later.
   link.data->close();
+  link.data_tls.reset();
   move_to(link, LinkState::dialing_target);
 }
 
-void LinkTable::start_relay(Link& link, Fd data) {
+void LinkTable::start_relay(Link& link, StreamSocket data) {
+  if (data.tls) return fail(link, FailReason::data_connect_failed);  // TEMPORARY: no TLS relay yet
   auto hello = control_.data_hello(link.id);
   // The first bytes on a fresh socket always fit its send buffer; anything less means the server
   // closed it meanwhile: dial again while the target waits.
-  if (send_nosignal(data.get(), hello.data(), hello.size()) != static_cast<long>(hello.size())) {
+  bool sent = false;
+  if (data.tls) {
+    auto result = data.tls->write({hello.data(), hello.size()});
+    sent = result.status == tls::IoStatus::ok && result.bytes == hello.size();
+  } else {
+    sent =
+        send_nosignal(data.fd.get(), hello.data(), hello.size()) == static_cast<long>(hello.size());
+  }
+  if (!sent) {
     if (link.server_dials >= kMaxServerDials) return fail(link, FailReason::data_connect_failed);
     move_to(link, LinkState::waiting_for_server);
     return dial_server(link);
   }
   move_to(link, LinkState::relaying);
-  set_keepalive(data.get());
+  set_keepalive(data.fd.get());
   events_.on_relaying();
-  relays_.start(link.id, std::move(data), std::move(link.target));
+  relays_.start(link.id, std::move(data.fd), std::move(link.target));
   TLOG_DEBUG("event=relaying conn={}", link.id.short_hex());
 }
 
@@ -229,6 +283,7 @@ void LinkTable::remove(ConnId id) {
   // The link is freed after this batch; quiet it now so that nothing it had pending (a connect
   // completing in this batch) reaches a link that a new NEW <id> creates under the same id.
   if (link->server_dial) link->server_dial->cancel();
+  if (link->server_tls) link->server_tls->cancel();
   if (link->target_dial) link->target_dial->cancel();
   if (link->data) link->data->close();
   link->target.reset();

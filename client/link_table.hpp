@@ -17,6 +17,8 @@
 #include "tunnel/duration.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/relay_set.hpp"
+#include "tunnel/stream_socket.hpp"
+#include "tunnel/tls_context.hpp"
 
 namespace tunnel::client {
 
@@ -42,8 +44,10 @@ class LinkTable {
   };
 
   // `server` and `target` must outlive the table.
+  // `tls` null: plain TCP to port B.
   LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
-            std::span<const SocketAddress> target, Duration dial_timeout, Events events);
+            std::span<const SocketAddress> target, Duration dial_timeout,
+            std::shared_ptr<tls::ClientContext> tls, Events events);
   ~LinkTable();
 
   // NEW <id>. An id already here means the server gave up on the earlier attempt (the session was
@@ -69,13 +73,16 @@ class LinkTable {
   void dial_server(Link& link);
   void on_server_dialed(const ConnId& id, Fd fd, std::error_code error);
   void on_target_dialed(const ConnId& id, Fd fd, std::error_code error);
-  void on_data_closed_early(const ConnId& id);
-  void start_relay(Link& link, Fd data);
+  // B is up (connected, and over TLS its handshake done).
+  void on_server_ready(Link& link, StreamSocket data);
+  void on_data_readable(const ConnId& id);
+  void start_relay(Link& link, StreamSocket data);
   void fail(Link& link, FailReason reason);
   void remove(ConnId id);  // by value: callers pass keys of the map it erases from
 
   EventLoop& loop_;
   ControlLink& control_;
+  std::shared_ptr<tls::ClientContext> tls_;
   std::span<const SocketAddress> server_;
   std::span<const SocketAddress> target_;
   Duration dial_timeout_;
@@ -84,6 +91,7 @@ class LinkTable {
   std::array<size_t, kLinkStates> counts_{};
   RelaySet relays_;
   log::RateLimit failure_log_;
+  log::RateLimit tls_log_;
 };
 
 }  // namespace tunnel::client

@@ -3,26 +3,19 @@
 
 #include <algorithm>
 
+#include "tunnel/address.hpp"
 #include "tunnel/auth.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/socket.hpp"
 
 namespace tunnel::server {
-namespace {
-
-// Writes a short answer on a connection the gate is about to hand on or drop. The socket is fresh
-// and its send buffer empty, so a line always fits; a failure shows up on the next read.
-void answer(const Fd& fd, const std::string& line) {
-  send_nosignal(fd.get(), line.data(), line.size());
-}
-
-}  // namespace
-
 BGate::BGate(EventLoop& loop, Duration handshake_timeout, std::string token,
-             SessionArbiter& arbiter, ConnectionTable& table, ServerCounters& counters)
+             std::shared_ptr<tls::ServerContext> tls, SessionArbiter& arbiter,
+             ConnectionTable& table, ServerCounters& counters)
     : loop_(loop),
       handshake_timeout_(handshake_timeout),
       token_(std::move(token)),
+      tls_(std::move(tls)),
       arbiter_(arbiter),
       table_(table),
       counters_(counters) {
@@ -32,11 +25,60 @@ BGate::BGate(EventLoop& loop, Duration handshake_timeout, std::string token,
 BGate::~BGate() = default;
 
 void BGate::admit(Fd fd) {
-  if (handshakes_.size() >= kMaxInProgress)
+  if (in_progress() >= kMaxInProgress)
     return refuse(FailureReason::bad_handshake, "too-many-handshakes", "?");
-  read_line(std::move(fd), [this](Fd connection, std::string_view line, std::string peer) {
-    on_first_line(std::move(connection), line, std::move(peer));
-  });
+  if (!tls_) return read_line(StreamSocket{std::move(fd), nullptr, {}}, first_line_reader());
+  uint64_t key = ++handshakes_started_;
+  auto stream = tls_->new_stream(fd.get());
+  tls_handshakes_.emplace(
+      key, std::make_unique<tls::Handshake>(
+               loop_, std::move(fd), std::move(stream), handshake_timeout_,
+               [this, key](Fd connection, std::unique_ptr<tls::Stream> established) {
+                 on_tls_done(key, std::move(connection), std::move(established));
+               },
+               [this, key](Fd connection, tls::Failure failure, std::string_view detail) {
+                 on_tls_failed(key, std::move(connection), failure, detail);
+               }));
+}
+
+BGate::OnLine BGate::first_line_reader() {
+  return [this](StreamSocket socket, std::string_view line, std::string peer) {
+    on_first_line(std::move(socket), line, std::move(peer));
+  };
+}
+
+void BGate::on_tls_done(uint64_t handshake, Fd fd, std::unique_ptr<tls::Stream> stream) {
+  auto it = tls_handshakes_.find(handshake);
+  if (it == tls_handshakes_.end()) return;
+  // Called from the handshake's own handler (event_loop.hpp, the lifetime rule).
+  loop_.destroy_later(std::move(it->second));
+  tls_handshakes_.erase(it);
+  read_line(StreamSocket{std::move(fd), std::move(stream), {}}, first_line_reader());
+}
+
+void BGate::on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure,
+                          std::string_view detail) {
+  auto it = tls_handshakes_.find(handshake);
+  if (it != tls_handshakes_.end()) {
+    loop_.destroy_later(std::move(it->second));
+    tls_handshakes_.erase(it);
+  }
+  std::string peer = fd ? peer_address(fd.get()).to_string() : "?";
+  // A client speaking plain text gets a plain answer it can show its operator.
+  if (failure == tls::Failure::plaintext_hello) {
+    auto line =
+        protocol::err(protocol::kErrBadRequest,
+                      "this port speaks TLS (tunnel-client --tls with --tls-ca or --tls-pin)");
+    send_nosignal(fd.get(), line.data(), line.size());
+  }
+  ++counters_.tls_failures[static_cast<size_t>(failure)];
+  ++counters_.failed[static_cast<size_t>(failure == tls::Failure::timeout
+                                             ? FailureReason::handshake_timeout
+                                             : FailureReason::tls_refused)];
+  uint64_t suppressed = 0;
+  if (tls_log_.allow(suppressed))
+    TLOG_WARN("event=tls-refused reason={} peer={} detail=\"{}\" suppressed={}",
+              tls::to_string(failure), peer, log::escaped(detail), suppressed);
 }
 
 void BGate::close() {
@@ -45,14 +87,19 @@ void BGate::close() {
     loop_.destroy_later(std::move(handshake));
   }
   handshakes_.clear();
+  for (auto& [key, handshake] : tls_handshakes_) {
+    handshake->cancel();
+    loop_.destroy_later(std::move(handshake));
+  }
+  tls_handshakes_.clear();
 }
 
-void BGate::read_line(Fd fd, OnLine next) {
+void BGate::read_line(StreamSocket socket, OnLine next) {
   uint64_t key = ++handshakes_started_;
   handshakes_.emplace(
       key, std::make_unique<BHandshake>(
-               loop_, std::move(fd), handshake_timeout_,
-               [this, key, next = std::move(next)](Fd connection, std::string_view line) {
+               loop_, std::move(socket), handshake_timeout_,
+               [this, key, next = std::move(next)](StreamSocket connection, std::string_view line) {
                  auto it = handshakes_.find(key);
                  if (it == handshakes_.end()) return;  // closed: `connection` closes with us
                  std::string peer(it->second->peer());
@@ -88,57 +135,66 @@ void BGate::on_handshake_failed(uint64_t handshake, HandshakeFailure failure,
   finish_handshake(handshake);
 }
 
-void BGate::on_first_line(Fd fd, std::string_view line, std::string peer) {
+void BGate::on_first_line(StreamSocket socket, std::string_view line, std::string peer) {
   auto hello = protocol::parse_hello(line);
   if (auto* control = std::get_if<protocol::ControlHello>(&hello))
-    return on_control_hello(std::move(fd), control->features, std::move(peer));
+    return on_control_hello(std::move(socket), control->features, std::move(peer));
   if (auto* data = std::get_if<protocol::DataHello>(&hello))
-    return on_data_hello(std::move(fd), data->id, data->proof, peer);
+    return on_data_hello(std::move(socket), data->id, data->proof, peer);
   const auto& bad = std::get<protocol::Malformed>(hello);
   // A garbled data line is closed silently like any refused id; a wrong control line is told why.
-  if (bad.claimed != protocol::HelloKind::data) answer(fd, protocol::err(bad.code, bad.reason));
+  if (bad.claimed != protocol::HelloKind::data)
+    send_at_once(socket, protocol::err(bad.code, bad.reason), true);
   refuse(FailureReason::bad_handshake, bad.code, peer);
 }
 
-void BGate::on_control_hello(Fd fd, const std::vector<std::string>& features, std::string peer) {
+void BGate::on_control_hello(StreamSocket socket, const std::vector<std::string>& features,
+                             std::string peer) {
   // Without a token the core protocol: the features offered are not looked at, OK lists none.
-  if (token_.empty()) return arbiter_.offer(std::move(fd), std::move(peer));
+  if (token_.empty()) return arbiter_.offer(std::move(socket), std::move(peer));
   if (std::find(features.begin(), features.end(), auth::kFeature) == features.end())
-    return refuse_auth(fd, "control", "no-auth",
+    return refuse_auth(socket, "control", "no-auth",
                        "this server requires a token (tunnel-client --token-file)", peer);
   std::string nonce = auth::new_nonce();
-  answer(fd, protocol::auth_challenge(nonce));
-  read_line(std::move(fd),
-            [this, nonce](Fd connection, std::string_view line, std::string connection_peer) {
-              on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce);
-            });
+  send_at_once(socket, protocol::auth_challenge(nonce));
+  read_line(std::move(socket), [this, nonce](StreamSocket connection, std::string_view line,
+                                             std::string connection_peer) {
+    on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce);
+  });
 }
 
-void BGate::on_auth_proof(Fd fd, std::string_view line, std::string peer,
+void BGate::on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
                           const std::string& nonce) {
   auto parsed = protocol::parse_message(line);
   auto* message = std::get_if<protocol::Message>(&parsed);
   if (!message || message->verb != protocol::Verb::auth_proof)
-    return refuse_auth(fd, "control", "malformed", "expected AUTH-PROOF <name> <nonce> <proof>",
+    return refuse_auth(socket, "control", "malformed", "expected AUTH-PROOF <name> <nonce> <proof>",
                        peer);
-  auth::Transcript transcript{nonce, message->nonce, message->word, ""};
+  // Over TLS the proof covers this very TLS connection (RFC 9266): it is worth nothing on another.
+  std::string binding;
+  if (socket.tls) {
+    auto exporter = socket.tls->exporter();
+    if (exporter) binding = crypto::to_hex(*exporter);
+  }
+  auth::Transcript transcript{nonce, message->nonce, message->word, binding};
   // Everything a success needs is computed before the comparison: a wrong proof costs the same.
   auto expected = auth::client_proof(token_, transcript);
   auto ours = auth::server_proof(token_, transcript);
   ClientIdentity identity{message->word, auth::session_key(token_, transcript)};
   if (!auth::proof_matches(expected, message->proof))
-    return refuse_auth(fd, "control", "bad-proof", "authentication failed", peer, identity.name);
-  answer(fd, protocol::auth_ok(crypto::to_hex(ours)));
-  arbiter_.offer(std::move(fd), std::move(peer), std::move(identity));
+    return refuse_auth(socket, "control", "bad-proof", "authentication failed", peer,
+                       identity.name);
+  send_at_once(socket, protocol::auth_ok(crypto::to_hex(ours)));
+  arbiter_.offer(std::move(socket), std::move(peer), std::move(identity));
 }
 
-void BGate::on_data_hello(Fd fd, const ConnId& id, std::string_view proof,
+void BGate::on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
                           const std::string& peer) {
   if (token_.empty()) {
     if (!proof.empty()) return refuse(FailureReason::bad_handshake, "unexpected-proof", peer);
   } else {
     if (proof.empty())
-      return refuse_auth(fd, "data", "no-proof", "this server requires a data proof", peer);
+      return refuse_auth(socket, "data", "no-proof", "this server requires a data proof", peer);
     // Both keys are always tried, an unknown one standing in for a missing one: the work does not
     // depend on which (if any) matches.
     const auth::SessionKey* current = arbiter_.current_key();
@@ -149,12 +205,14 @@ void BGate::on_data_hello(Fd fd, const ConnId& id, std::string_view proof,
     bool by_previous =
         auth::proof_matches(auth::data_proof(previous ? *previous : unknown_key_, id), proof) &&
         previous;
-    // A late line of the session before this one: its ids are void, but it is no attack.
-    if (!by_current && by_previous)
+    // A late line of the session before this one, for an id it was told: that id is void, but it
+    // is no attack. An id waiting for the current session was never told to the previous one
+    // (ids are never announced to two sessions), so the previous key proves nothing about it.
+    if (!by_current && by_previous && table_.state_of(id) != ConnState::announced)
       return refuse(FailureReason::unknown_id, "earlier-session", peer);
-    if (!by_current) return refuse_auth(fd, "data", "bad-proof", "authentication failed", peer);
+    if (!by_current) return refuse_auth(socket, "data", "bad-proof", "authentication failed", peer);
   }
-  if (!table_.claim(id, std::move(fd)))
+  if (!table_.claim(id, std::move(socket)))
     return refuse(FailureReason::unknown_id, "unknown-id", peer);
   ++counters_.paired;
 }
@@ -166,9 +224,9 @@ void BGate::refuse(FailureReason counted_as, std::string_view detail, std::strin
     TLOG_INFO("event=b-refused reason={} peer={} suppressed={}", detail, peer, suppressed);
 }
 
-void BGate::refuse_auth(const Fd& fd, std::string_view stage, std::string_view reason,
+void BGate::refuse_auth(StreamSocket& socket, std::string_view stage, std::string_view reason,
                         std::string_view text, std::string_view peer, std::string_view name) {
-  answer(fd, protocol::err(protocol::kErrAuth, text));
+  send_at_once(socket, protocol::err(protocol::kErrAuth, text), true);
   ++counters_.failed[static_cast<size_t>(FailureReason::auth_refused)];
   ++(stage == "control" ? counters_.auth_failures_control : counters_.auth_failures_data);
   uint64_t suppressed = 0;

@@ -1,7 +1,8 @@
 // Port B's gate: every connection on B from accept until it is the client's session (handed to
-// the session arbiter) or a claimed data connection (handed to the connection table). Reads the
-// first line, runs the auth extension's control handshake when the server has a token, checks
-// data proofs, and refuses everything else (counted, logged with a rate limit).
+// the session arbiter) or a claimed data connection (handed to the connection table). Runs the TLS
+// handshake when TLS is on, reads the first line, runs the auth extension's control handshake
+// when the server has a token, checks data proofs, and refuses everything else (counted, logged
+// with a rate limit).
 #pragma once
 
 #include <cstdint>
@@ -16,14 +17,18 @@
 #include "session_arbiter.hpp"
 #include "tunnel/auth.hpp"
 #include "tunnel/log.hpp"
+#include "tunnel/tls_context.hpp"
+#include "tunnel/tls_handshake.hpp"
 
 namespace tunnel::server {
 
 class BGate {
  public:
-  // `token` empty: no auth (the core protocol). `counters` is where refusals and pairings count.
-  BGate(EventLoop& loop, Duration handshake_timeout, std::string token, SessionArbiter& arbiter,
-        ConnectionTable& table, ServerCounters& counters);
+  // `token` empty: no auth (the core protocol); `tls` null: plain TCP. `counters` is where
+  // refusals and pairings count.
+  BGate(EventLoop& loop, Duration handshake_timeout, std::string token,
+        std::shared_ptr<tls::ServerContext> tls, SessionArbiter& arbiter, ConnectionTable& table,
+        ServerCounters& counters);
   ~BGate();
 
   // A connection was accepted on B.
@@ -31,37 +36,46 @@ class BGate {
   // Shutting down: every connection still at the gate is closed.
   void close();
 
-  size_t in_progress() const { return handshakes_.size(); }
+  size_t in_progress() const { return handshakes_.size() + tls_handshakes_.size(); }
 
   // Connections at the gate at once; a flood of silent B connections beyond this is shed.
   static constexpr size_t kMaxInProgress = 4096;
 
  private:
-  // Reads one line on `fd` within the handshake timeout, then calls `next` with it.
-  using OnLine = std::function<void(Fd fd, std::string_view line, std::string peer)>;
-  void read_line(Fd fd, OnLine next);
+  void on_tls_done(uint64_t handshake, Fd fd, std::unique_ptr<tls::Stream> stream);
+  void on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure, std::string_view detail);
+  // Reads one line on `socket` within the handshake timeout, then calls `next` with it.
+  using OnLine = std::function<void(StreamSocket socket, std::string_view line, std::string peer)>;
+  void read_line(StreamSocket socket, OnLine next);
+  OnLine first_line_reader();
   void on_handshake_failed(uint64_t handshake, HandshakeFailure failure, std::string_view peer);
   void finish_handshake(uint64_t handshake);
 
-  void on_first_line(Fd fd, std::string_view line, std::string peer);
-  void on_control_hello(Fd fd, const std::vector<std::string>& features, std::string peer);
-  void on_auth_proof(Fd fd, std::string_view line, std::string peer, const std::string& nonce);
-  void on_data_hello(Fd fd, const ConnId& id, std::string_view proof, const std::string& peer);
+  void on_first_line(StreamSocket socket, std::string_view line, std::string peer);
+  void on_control_hello(StreamSocket socket, const std::vector<std::string>& features,
+                        std::string peer);
+  void on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
+                     const std::string& nonce);
+  void on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
+                     const std::string& peer);
 
   // Counts a refused B connection and logs it (rate-limited); `detail` is the precise word.
   void refuse(FailureReason counted_as, std::string_view detail, std::string_view peer);
   // Answers `ERR auth <text>`, counts and logs an auth refusal.
-  void refuse_auth(const Fd& fd, std::string_view stage, std::string_view reason,
+  void refuse_auth(StreamSocket& socket, std::string_view stage, std::string_view reason,
                    std::string_view text, std::string_view peer, std::string_view name = "");
 
   EventLoop& loop_;
   Duration handshake_timeout_;
   std::string token_;
+  std::shared_ptr<tls::ServerContext> tls_;
   SessionArbiter& arbiter_;
   ConnectionTable& table_;
   ServerCounters& counters_;
   std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
+  std::unordered_map<uint64_t, std::unique_ptr<tls::Handshake>> tls_handshakes_;
   uint64_t handshakes_started_ = 0;
+  log::RateLimit tls_log_;
   auth::SessionKey unknown_key_{};  // random: stands in for a missing session key
   log::RateLimit refusal_log_;
   log::RateLimit auth_log_;

@@ -1,5 +1,7 @@
-// A fresh connection on port B until its first line says what it is (control or data). Reads
-// exactly up to the `\n`, so not one payload byte of a data connection is consumed here.
+// A connection on port B until its next line has arrived (the first line says what it is; with
+// auth, the control connection's proof is a second one). Over plain TCP it reads exactly up to
+// the `\n`, so not one payload byte of a data connection is consumed here; over TLS whatever came
+// after the line in the same read is handed on as the socket's unread bytes.
 #pragma once
 
 #include <functional>
@@ -8,6 +10,7 @@
 
 #include "tunnel/channel.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/stream_socket.hpp"
 #include "tunnel/timer.hpp"
 
 namespace tunnel::server {
@@ -26,10 +29,11 @@ class BHandshake {
   // Exactly one of the two is called, once, from the handshake's own handlers (the owner hands a
   // finished handshake to EventLoop::destroy_later). on_line gets the line without `\n` and takes
   // the socket.
-  using OnLine = std::function<void(Fd fd, std::string_view line)>;
+  using OnLine = std::function<void(StreamSocket socket, std::string_view line)>;
   using OnFailed = std::function<void(HandshakeFailure failure, std::string_view peer)>;
 
-  BHandshake(EventLoop& loop, Fd fd, Duration timeout, OnLine on_line, OnFailed on_failed);
+  BHandshake(EventLoop& loop, StreamSocket socket, Duration timeout, OnLine on_line,
+             OnFailed on_failed);
   const std::string& peer() const { return peer_; }
   // Closes the connection and calls neither callback (shutting down). An owner retiring a
   // handshake that has not finished calls this first: destroy_later frees it only after the batch.
@@ -37,10 +41,16 @@ class BHandshake {
 
  private:
   void on_readable();
+  void read_plain();
+  void read_tls();
+  // Hands over the line if `line_` holds one (bytes after it become the socket's unread bytes).
+  bool line_complete();
   void give_up(HandshakeFailure failure);
 
   Channel channel_;
+  std::unique_ptr<tls::Stream> tls_;  // after channel_: freed first, while the socket is open
   Timer deadline_;
+  Timer buffered_;  // a line already in the unread bytes is handed on from the loop
   std::string peer_;
   std::string line_;
   OnLine on_line_;

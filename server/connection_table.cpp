@@ -142,7 +142,8 @@ void ConnectionTable::client_lost() {
   }
 }
 
-bool ConnectionTable::claim(const ConnId& id, Fd data) {
+bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
+  if (data.tls) return false;  // TEMPORARY: the relay over TLS is not wired yet
   auto it = entries_.find(id);
   // Only an announced id can be claimed: anything else was never given to a client, or is taken.
   if (it == entries_.end() || it->second->state != ConnState::announced) return false;
@@ -153,8 +154,8 @@ bool ConnectionTable::claim(const ConnId& id, Fd data) {
   auto waited = std::chrono::duration_cast<Duration>(loop_.now() - entry.admitted);
   move_to(entry, ConnState::relaying);
   TLOG_DEBUG("event=paired conn={} waited_ms={}", id.short_hex(), waited.count());
-  set_keepalive(data.get());
-  relays_.start(id, std::move(external), std::move(data));
+  set_keepalive(data.fd.get());
+  relays_.start(id, std::move(external), std::move(data.fd));
   return true;
 }
 

@@ -17,6 +17,7 @@
 #include "tunnel/duration.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/relay_set.hpp"
+#include "tunnel/stream_socket.hpp"
 
 namespace tunnel::server {
 
@@ -50,7 +51,7 @@ class ConnectionTable {
   void client_lost();
   // DATA <id> arrived on `data`. Pairs and starts the relay when the id was announced; otherwise
   // returns false and `data` is closed by the caller dropping it.
-  bool claim(const ConnId& id, Fd data);
+  bool claim(const ConnId& id, StreamSocket data);
   // FAIL <id> <reason> arrived from the client.
   void fail(const ConnId& id, std::string_view reason);
 

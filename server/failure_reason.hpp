@@ -8,16 +8,17 @@
 namespace tunnel::server {
 
 enum class FailureReason {
-  no_client,             // no client came online within the pair timeout
-  pair_timeout,          // the client was told but no DATA came in time
-  target_unreachable,    // the client reported FAIL (target refused, timed out, ...)
-  max_pending,           // too many A connections waiting already
-  closed_early,          // the external side reset before pairing
-  bad_handshake,         // B: malformed first line, wrong version, oversize, reset mid-line
-  handshake_timeout,     // B: no first line in time
-  unknown_id,            // B: DATA for an id that is not pending (unknown, used, expired)
-  auth_refused,          // B: no proof, or a wrong one, while the server requires auth
-  last_ = auth_refused,  // keep last: sizes the counters
+  no_client,            // no client came online within the pair timeout
+  pair_timeout,         // the client was told but no DATA came in time
+  target_unreachable,   // the client reported FAIL (target refused, timed out, ...)
+  max_pending,          // too many A connections waiting already
+  closed_early,         // the external side reset before pairing
+  bad_handshake,        // B: malformed first line, wrong version, oversize, reset mid-line
+  handshake_timeout,    // B: no first line in time
+  unknown_id,           // B: DATA for an id that is not pending (unknown, used, expired)
+  auth_refused,         // B: no proof, or a wrong one, while the server requires auth
+  tls_refused,          // B: the TLS handshake failed (plain text, bad certificate, ...)
+  last_ = tls_refused,  // keep last: sizes the counters
 };
 inline constexpr size_t kFailureReasons = static_cast<size_t>(FailureReason::last_) + 1;
 
@@ -42,6 +43,8 @@ constexpr std::string_view to_string(FailureReason reason) {
       return "unknown-id";
     case FailureReason::auth_refused:
       return "auth-refused";
+    case FailureReason::tls_refused:
+      return "tls-refused";
   }
   return "?";
 }

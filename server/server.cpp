@@ -49,7 +49,7 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
                    counters_.bytes_to_client += outcome.bytes_to_service;
                    counters_.bytes_to_external += outcome.bytes_to_visitor;
                  }}),
-      gate_(loop, config.handshake_timeout, config.token, arbiter_, table_, counters_),
+      gate_(loop, config.handshake_timeout, config.token, config.tls, arbiter_, table_, counters_),
       start_time_(static_cast<double>(std::time(nullptr))),
       summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters(), gauges()); }) {
   listen_a_ = bind_listener(loop_, "--listen-a", config_.listen_a, [this](Fd fd) {
@@ -58,20 +58,28 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
   });
   listen_b_ = bind_listener(loop_, "--listen-b", config_.listen_b,
                             [this](Fd fd) { gate_.admit(std::move(fd)); });
-  if (!is_loopback(listen_b_->address()))
-    TLOG_WARN("event=insecure-listen side=b addr={} detail=\"{}\"",
-              listen_b_->address().to_string(),
-              config_.token.empty()
-                  ? "port B has no authentication: anyone who reaches it can act as the client; "
-                    "set --token-file, or keep it on a private network"
-                  : "port B authenticates clients but carries the traffic in clear");
+  if (config_.tls)
+    for (const auto& warning : config_.tls->warnings())
+      TLOG_WARN("event=tls-certificate detail=\"{}\"", log::escaped(warning));
+  const bool clients_proven =
+      !config_.token.empty() || (config_.tls && config_.tls->requires_client_certificate());
+  if (!is_loopback(listen_b_->address()) && (!clients_proven || !config_.tls))
+    TLOG_WARN(
+        "event=insecure-listen side=b addr={} detail=\"{}\"", listen_b_->address().to_string(),
+        !clients_proven ? "port B has no authentication: anyone who reaches it can act as the "
+                          "client; set --token-file, or keep it on a private network"
+                        : "port B authenticates clients but carries the traffic in clear; "
+                          "set --tls-cert and --tls-key");
   metrics_ = MetricsEndpoint::start_if_asked(loop_, config_.daemon.metrics_listen, [this] {
     return render_metrics(counters(), gauges());
   });
   summary_timer_.start();
-  TLOG_INFO("event=ready pair_timeout={} max_pending={} auth={}",
+  TLOG_INFO("event=ready pair_timeout={} max_pending={} auth={} tls={}",
             format_duration(config_.pair_timeout), config_.max_pending,
-            config_.token.empty() ? "none" : "token");
+            config_.token.empty() ? "none" : "token",
+            !config_.tls                                 ? "off"
+            : config_.tls->requires_client_certificate() ? "mtls"
+                                                         : "on");
 }
 
 Server::~Server() = default;
@@ -80,6 +88,8 @@ ServerCounters Server::counters() const {
   ServerCounters c = counters_;
   c.sessions = arbiter_.sessions_opened();
   c.control_refused = arbiter_.refused_busy();
+  c.tls_on = config_.tls != nullptr;
+  if (config_.tls) c.tls_handshakes = config_.tls->counts();
   return c;
 }
 

@@ -1,6 +1,8 @@
 // tunnel-server's command line and config file.
 #include "server_config.hpp"
 
+#include <fmt/format.h>
+
 #include "tunnel/cli_common.hpp"
 
 namespace tunnel::server {
@@ -32,8 +34,39 @@ int parse_arguments(int argc, char** argv, ServerConfig& config) {
   cli::add_token_file(app, config.token,
                       "Require clients to prove they hold the token in FILE (mode 600; a name "
                       "relative to $CREDENTIALS_DIRECTORY works with systemd's LoadCredential=)");
+  app.add_option("--tls-cert", config.tls_cert_file,
+                 "Speak TLS 1.3 on port B with this certificate (PEM; with --tls-key)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", config.tls_key_file, "The private key of --tls-cert (PEM)")
+      ->type_name("FILE");
+  app.add_option("--tls-client-ca", config.tls_client_ca_file,
+                 "Require client certificates that chain to this CA (PEM): mutual TLS")
+      ->type_name("FILE");
   cli::add_daemon_options(app, config.daemon);
-  return cli::parse(app, argc, argv);
+  if (int code = cli::parse(app, argc, argv); code >= 0) return code;
+  return load_tls(config);
+}
+
+int load_tls(ServerConfig& config) {
+  auto refuse = [](std::string_view option, std::string_view what) {
+    fmt::print(stderr, "tunnel-server: {}: {}\n", option, what);
+    return 2;
+  };
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty())
+    return refuse(config.tls_cert_file.empty() ? "--tls-key" : "--tls-cert",
+                  "--tls-cert and --tls-key go together");
+  if (config.tls_cert_file.empty()) {
+    if (!config.tls_client_ca_file.empty())
+      return refuse("--tls-client-ca", "needs --tls-cert and --tls-key (TLS on port B)");
+    return -1;
+  }
+  try {
+    config.tls = std::make_shared<tls::ServerContext>(tls::ServerContext::load(
+        config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file));
+  } catch (const std::exception& e) {
+    return refuse("--tls-cert", e.what());
+  }
+  return -1;
 }
 
 }  // namespace tunnel::server

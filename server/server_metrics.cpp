@@ -40,6 +40,17 @@ std::string render_metrics(const ServerCounters& c, const ServerGauges& g) {
            "B connections refused with ERR auth (no proof, or a wrong one), by stage.");
   m.sample("tunnel_auth_failures_total", c.auth_failures_control, {{"stage", "control"}});
   m.sample("tunnel_auth_failures_total", c.auth_failures_data, {{"stage", "data"}});
+  if (c.tls_on) {
+    m.family("tunnel_tls_handshakes_total", "counter",
+             "TLS handshakes completed on port B: full, or resumed from a session ticket.");
+    m.sample("tunnel_tls_handshakes_total", c.tls_handshakes.full, {{"kind", "full"}});
+    m.sample("tunnel_tls_handshakes_total", c.tls_handshakes.resumed, {{"kind", "resumed"}});
+    m.family("tunnel_tls_failures_total", "counter",
+             "TLS handshakes on port B that failed, by reason.");
+    for (auto failure : tls::kAllFailures)
+      m.sample("tunnel_tls_failures_total", c.tls_failures[static_cast<size_t>(failure)],
+               {{"reason", tls::to_string(failure)}});
+  }
   m.family("tunnel_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
   m.sample("tunnel_relayed_bytes_total", c.bytes_to_client + g.live_bytes_to_client,
            {{"direction", "to_client"}});

@@ -6,6 +6,8 @@
 #include <string>
 
 #include "failure_reason.hpp"
+#include "tunnel/tls_failure.hpp"
+#include "tunnel/tls_stream.hpp"
 
 namespace tunnel::server {
 
@@ -19,6 +21,9 @@ struct ServerCounters {
   uint64_t bytes_to_external = 0;      // B -> A, of relays that have finished
   uint64_t auth_failures_control = 0;  // control connections refused ERR auth
   uint64_t auth_failures_data = 0;     // data connections refused ERR auth
+  std::array<uint64_t, tls::kAllFailures.size()> tls_failures{};  // TLS handshakes that failed
+  tls::HandshakeCounts tls_handshakes;  // that succeeded (read from the context at scrape time)
+  bool tls_on = false;
   uint64_t failed_total() const;
 };
 

@@ -9,14 +9,14 @@
 
 namespace tunnel::server {
 
-Session::Session(EventLoop& loop, uint64_t number, Fd fd, std::optional<ClientIdentity> identity,
-                 HeartbeatSettings heartbeat, Events events)
+Session::Session(EventLoop& loop, uint64_t number, StreamSocket socket,
+                 std::optional<ClientIdentity> identity, HeartbeatSettings heartbeat, Events events)
     : number_(number),
-      peer_(peer_address(fd.get()).to_string()),
+      peer_(peer_address(socket.fd.get()).to_string()),
       identity_(std::move(identity)),
       events_(std::move(events)),
       connection_(
-          loop, std::move(fd), [this](std::string_view line) { on_line(line); },
+          loop, std::move(socket), [this](std::string_view line) { on_line(line); },
           [this](std::string_view reason) { closed(reason); }),
       heartbeat_(
           loop, heartbeat,

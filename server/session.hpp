@@ -26,8 +26,8 @@ class Session {
     std::function<void(std::string_view reason)> on_closed;
   };
 
-  Session(EventLoop& loop, uint64_t number, Fd fd, std::optional<ClientIdentity> identity,
-          HeartbeatSettings heartbeat, Events events);
+  Session(EventLoop& loop, uint64_t number, StreamSocket socket,
+          std::optional<ClientIdentity> identity, HeartbeatSettings heartbeat, Events events);
 
   uint64_t number() const { return number_; }
   // Who the client proved to be; empty without auth.

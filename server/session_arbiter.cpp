@@ -53,8 +53,9 @@ const auth::SessionKey* SessionArbiter::current_key() const {
   return &session_->identity()->key;
 }
 
-void SessionArbiter::offer(Fd fd, std::string peer, std::optional<ClientIdentity> identity) {
-  Newcomer newcomer{std::move(fd), std::move(peer), std::move(identity)};
+void SessionArbiter::offer(StreamSocket socket, std::string peer,
+                           std::optional<ClientIdentity> identity) {
+  Newcomer newcomer{std::move(socket), std::move(peer), std::move(identity)};
   if (closed_) return refuse_busy(newcomer);
   if (state_ == ArbiterState::no_session) return open_session(std::move(newcomer));
   // A session whose socket already failed is only waiting for its loss to be reported: report it
@@ -86,7 +87,7 @@ void SessionArbiter::on_probe_answer(uint64_t number, bool alive) {
     move_to(ArbiterState::online);
     auto refused = std::move(newcomers_);
     newcomers_.clear();
-    for (const auto& newcomer : refused) refuse_busy(newcomer);
+    for (auto& newcomer : refused) refuse_busy(newcomer);
     return;
   }
   TLOG_WARN("event=session-replaced session={} reason=probe-timeout", number);
@@ -98,7 +99,7 @@ void SessionArbiter::open_session(Newcomer newcomer) {
   uint64_t number = ++sessions_opened_;
   bool authenticated = newcomer.identity.has_value();
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(newcomer.fd), std::move(newcomer.identity), heartbeat_,
+      loop_, number, std::move(newcomer.socket), std::move(newcomer.identity), heartbeat_,
       Session::Events{
           [this](const ConnId& id, std::string_view reason) { events_.on_fail(id, reason); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
@@ -138,12 +139,12 @@ void SessionArbiter::seat_newcomers() {
     open_session(std::move(waiting.front()));
     waiting.erase(waiting.begin());
   }
-  for (const auto& newcomer : waiting) refuse_busy(newcomer);
+  for (auto& newcomer : waiting) refuse_busy(newcomer);
 }
 
-void SessionArbiter::refuse_busy(const Newcomer& newcomer) {
-  auto answer = protocol::err(protocol::kErrBusy, "a client is already connected");
-  send_nosignal(newcomer.fd.get(), answer.data(), answer.size());
+void SessionArbiter::refuse_busy(Newcomer& newcomer) {
+  send_at_once(newcomer.socket, protocol::err(protocol::kErrBusy, "a client is already connected"),
+               true);
   ++refused_busy_;
   uint64_t suppressed = 0;
   if (busy_log_.allow(suppressed))

@@ -15,6 +15,7 @@
 #include "client_link.hpp"
 #include "session.hpp"
 #include "tunnel/log.hpp"
+#include "tunnel/stream_socket.hpp"
 
 namespace tunnel::server {
 
@@ -39,7 +40,8 @@ class SessionArbiter final : public ClientLink {
 
   // A control hello arrived on `fd`; `identity` when it proved itself (auth), and then the OK
   // lists `auth`.
-  void offer(Fd fd, std::string peer, std::optional<ClientIdentity> identity = std::nullopt);
+  void offer(StreamSocket socket, std::string peer,
+             std::optional<ClientIdentity> identity = std::nullopt);
   // Shutting down: closes the session and turns newcomers away.
   void close();
 
@@ -61,7 +63,7 @@ class SessionArbiter final : public ClientLink {
 
  private:
   struct Newcomer {
-    Fd fd;
+    StreamSocket socket;
     std::string peer;
     std::optional<ClientIdentity> identity;
   };
@@ -73,7 +75,7 @@ class SessionArbiter final : public ClientLink {
   void on_probe_answer(uint64_t number, bool alive);
   // Seats the first newcomer (if any) and refuses the others.
   void seat_newcomers();
-  void refuse_busy(const Newcomer& newcomer);
+  void refuse_busy(Newcomer& newcomer);
 
   EventLoop& loop_;
   HeartbeatSettings heartbeat_;

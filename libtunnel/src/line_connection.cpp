@@ -15,7 +15,19 @@ LineConnection::LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose o
     : channel_(loop, std::move(fd), kReadable, [this](uint32_t events) { on_ready(events); }),
       on_line_(std::move(on_line)),
       on_close_(std::move(on_close)),
-      report_loss_(loop, [this] { on_close_(deferred_loss_); }) {}
+      report_loss_(loop, [this] { on_close_(deferred_loss_); }),
+      deferred_lines_(loop, [this] { deliver(); }) {}
+
+LineConnection::LineConnection(EventLoop& loop, StreamSocket socket, OnLine on_line,
+                               OnClose on_close)
+    : LineConnection(loop, std::move(socket.fd), std::move(on_line), std::move(on_close)) {
+  tls_ = std::move(socket.tls);
+  if (!socket.unread.empty()) {
+    reader_.feed(socket.unread);
+    // Lines that came with the handshake are passed on from the loop, as if just received.
+    deferred_lines_.arm(Duration::zero());
+  }
+}
 
 void LineConnection::send(std::string_view line) {
   if (!open()) return;
@@ -31,30 +43,82 @@ void LineConnection::send(std::string_view line) {
 void LineConnection::close() {
   channel_.close();
   report_loss_.cancel();
+  deferred_lines_.cancel();
 }
 
 void LineConnection::on_ready(uint32_t events) {
-  if (events & kWritable) {
+  // Over TLS a write may wait for readability too: retry it on any event.
+  if ((events & kWritable) || (tls_ && !outgoing_.empty())) {
     if (auto broken = flush()) return lost(*broken);
   }
   if (!(events & (kReadable | kHangup | kError))) return;
+  auto broken = tls_ ? receive_tls() : receive();
+  // Lines that arrived before a close are still passed on.
+  if (!deliver()) return;
+  if (broken) lost(*broken);
+}
+
+std::optional<std::string> LineConnection::receive() {
   char chunk[4096];
   ssize_t n = ::recv(channel_.fd(), chunk, sizeof chunk, 0);
-  if (n == 0) return lost("closed by peer");
+  if (n == 0) return "closed by peer";
   if (n < 0) {
-    if (errno == EAGAIN || errno == EINTR) return;
-    return lost(std::strerror(errno));
+    if (errno == EAGAIN || errno == EINTR) return std::nullopt;
+    return std::strerror(errno);
   }
   reader_.feed({chunk, static_cast<size_t>(n)});
+  return std::nullopt;
+}
+
+std::optional<std::string> LineConnection::receive_tls() {
+  // Until the stream wants the socket again: decrypted bytes left inside it would never be
+  // reported by the poller (tls_stream.hpp).
+  for (;;) {
+    char chunk[4096];
+    auto result = tls_->read({chunk, sizeof chunk});
+    switch (result.status) {
+      case tls::IoStatus::ok:
+        reader_.feed({chunk, result.bytes});
+        if (reader_.overflowed()) return std::nullopt;
+        continue;
+      case tls::IoStatus::want_read:
+        return std::nullopt;
+      case tls::IoStatus::want_write:
+        channel_.set_interest(kReadable | kWritable);
+        return std::nullopt;
+      case tls::IoStatus::eof:
+        return "closed by peer";
+      case tls::IoStatus::reset:
+      case tls::IoStatus::error:
+        return result.detail.empty() ? "TLS error" : result.detail;
+    }
+  }
+}
+
+bool LineConnection::deliver() {
   while (auto line = reader_.next()) {
     on_line_(*line);
-    if (!open()) return;  // the handler closed us
+    if (!open()) return false;  // the handler closed us
   }
-  if (reader_.overflowed()) lost("line too long");
+  if (reader_.overflowed()) {
+    lost("line too long");
+    return false;
+  }
+  return true;
 }
 
 std::optional<std::string> LineConnection::flush() {
-  while (!outgoing_.empty()) {
+  while (!outgoing_.empty() && tls_) {
+    auto result = tls_->write({outgoing_.data(), outgoing_.size()});
+    if (result.status == tls::IoStatus::ok) {
+      outgoing_.erase(0, result.bytes);
+      continue;
+    }
+    if (result.status == tls::IoStatus::want_read || result.status == tls::IoStatus::want_write)
+      break;
+    return result.detail.empty() ? "TLS error" : result.detail;
+  }
+  while (!outgoing_.empty() && !tls_) {
     long n = send_nosignal(channel_.fd(), outgoing_.data(), outgoing_.size());
     if (n > 0) {
       outgoing_.erase(0, static_cast<size_t>(n));
@@ -70,6 +134,7 @@ std::optional<std::string> LineConnection::flush() {
 
 void LineConnection::lost(std::string_view reason) {
   channel_.close();
+  deferred_lines_.cancel();
   outgoing_.clear();
   on_close_(reason);
 }

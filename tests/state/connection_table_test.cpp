@@ -87,7 +87,7 @@ TEST_CASE("a waiting connection is announced when a client comes online, and rel
   CHECK(h.table.state_of(id) == ConnState::announced);
 
   auto data = socket_pair();
-  REQUIRE(h.table.claim(id, std::move(data.ours)));
+  REQUIRE(h.table.claim(id, plain(std::move(data.ours))));
   CHECK(h.table.state_of(id) == ConnState::relaying);
   CHECK(h.table.relaying() == 1);
   CHECK(h.table.pending() == 0);
@@ -116,13 +116,13 @@ TEST_CASE("a waiting connection is announced when a client comes online, and rel
 TEST_CASE("only an announced id can be claimed, and only once") {
   Harness h;
   Fd waiting = h.admit();  // no client: waiting, never told to anyone
-  CHECK_FALSE(h.table.claim(ConnId::random(), socket_pair().ours));
+  CHECK_FALSE(h.table.claim(ConnId::random(), plain(socket_pair().ours)));
   h.client.is_online = true;
   Fd announced = h.admit();
   REQUIRE(h.client.lines.size() == 1);
   ConnId id = id_in(h.client.lines[0]);
-  CHECK(h.table.claim(id, socket_pair().ours));
-  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // reused id
+  CHECK(h.table.claim(id, plain(socket_pair().ours)));
+  CHECK_FALSE(h.table.claim(id, plain(socket_pair().ours)));  // reused id
   CHECK(h.table.relaying() == 1);
   CHECK(h.table.count(ConnState::waiting_for_client) == 1);
 }
@@ -140,7 +140,7 @@ TEST_CASE(
   CHECK(h.failures[0] == FailureReason::pair_timeout);
   REQUIRE(h.client.lines.size() == 2);
   CHECK(h.client.lines[1] == tunnel::protocol::close_conn(id));
-  CHECK_FALSE(h.table.claim(id, socket_pair().ours));  // a late DATA is refused
+  CHECK_FALSE(h.table.claim(id, plain(socket_pair().ours)));  // a late DATA is refused
 }
 
 TEST_CASE("FAIL from the client closes the A connection at once as target-unreachable, no CLOSE") {
@@ -189,7 +189,7 @@ TEST_CASE("a lost client's announced connections wait again under fresh ids, old
   CHECK(h.table.count(ConnState::waiting_for_client) == 1);
   // The lost session's DATA may still come (its client alive, only the control link gone): it
   // must never be paired with a connection the next session is serving.
-  CHECK_FALSE(h.table.claim(old_id, socket_pair().ours));
+  CHECK_FALSE(h.table.claim(old_id, plain(socket_pair().ours)));
   h.client.is_online = true;
   h.table.client_online();
   REQUIRE(h.client.lines.size() == 3);
@@ -198,9 +198,9 @@ TEST_CASE("a lost client's announced connections wait again under fresh ids, old
   ConnId new_id = id_in(h.client.lines[2]);
   CHECK(new_id != old_id);
   CHECK(h.table.state_of(new_id) == ConnState::announced);
-  CHECK_FALSE(h.table.claim(old_id, socket_pair().ours));
+  CHECK_FALSE(h.table.claim(old_id, plain(socket_pair().ours)));
   auto data = socket_pair();
-  REQUIRE(h.table.claim(new_id, std::move(data.ours)));
+  REQUIRE(h.table.claim(new_id, plain(std::move(data.ours))));
   REQUIRE(write_all(external.get(), "served"));
   std::string got;
   REQUIRE(h.manual.pump_until([&] {
@@ -241,7 +241,7 @@ TEST_CASE("drain closes what is not relaying and reports drained when the last r
   Fd relayed = h.admit();
   ConnId id = id_in(h.client.lines.at(1));
   auto data = socket_pair();
-  REQUIRE(h.table.claim(id, std::move(data.ours)));
+  REQUIRE(h.table.claim(id, plain(std::move(data.ours))));
   bool drained = false;
   h.table.drain([&] { drained = true; });
   h.manual.settle();
@@ -260,7 +260,7 @@ TEST_CASE("abort_relays resets every relay and still reports each end") {
   h.client.is_online = true;
   Fd external = h.admit();
   auto data = socket_pair();
-  REQUIRE(h.table.claim(id_in(h.client.lines.at(0)), std::move(data.ours)));
+  REQUIRE(h.table.claim(id_in(h.client.lines.at(0)), plain(std::move(data.ours))));
   h.table.abort_relays();
   REQUIRE(h.manual.pump_until([&] { return h.relays_ended.size() == 1; }));
   CHECK(h.relays_ended[0].reset);

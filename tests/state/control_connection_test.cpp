@@ -52,7 +52,7 @@ using Server = std::shared_ptr<state_tests::LinePeer>;
 struct Fixture {
   explicit Fixture(tunnel::client::ClientAuth auth = {})
       : control(ml.loop, listener.addresses(), kDialTimeout, kReconnectMax,
-                tunnel::HeartbeatSettings{1s, 3s}, std::move(auth),
+                tunnel::HeartbeatSettings{1s, 3s}, std::move(auth), nullptr,
                 {[this] { calls.push_back("online"); },
                  [this](const tunnel::ConnId& id) { calls.push_back("new " + id.hex()); },
                  [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}) {}

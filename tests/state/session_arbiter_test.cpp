@@ -48,7 +48,7 @@ struct Fixture {
 
   Client offer(std::string name) {
     auto pair = state_tests::socket_pair();
-    arbiter.offer(std::move(pair.ours), name);
+    arbiter.offer(state_tests::plain(std::move(pair.ours)), name);
     clients.push_back(std::make_shared<state_tests::LinePeer>(name, std::move(pair.theirs)));
     return clients.back();
   }

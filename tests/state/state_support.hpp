@@ -15,6 +15,7 @@
 #include "tunnel/address.hpp"
 #include "tunnel/event_loop.hpp"
 #include "tunnel/fd.hpp"
+#include "tunnel/stream_socket.hpp"
 
 namespace state_tests {
 
@@ -37,6 +38,11 @@ struct SocketPair {
   tunnel::Fd theirs;
 };
 SocketPair socket_pair();
+
+// A socket as the daemons hand it on, over plain TCP.
+inline tunnel::StreamSocket plain(tunnel::Fd fd) {
+  return tunnel::StreamSocket{std::move(fd), nullptr, {}};
+}
 
 // A TCP listener on 127.0.0.1 with an ephemeral port; the test accepts from it by hand.
 class LoopbackListener {

@@ -1,5 +1,5 @@
 // A connection that speaks in protocol lines (the control connection, both ends): reads and splits
-// lines, queues outgoing lines, and reports one close with a reason.
+// lines, queues outgoing lines, and reports one close with a reason. Over plain TCP or TLS.
 #pragma once
 
 #include <functional>
@@ -9,6 +9,7 @@
 
 #include "tunnel/channel.hpp"
 #include "tunnel/line_reader.hpp"
+#include "tunnel/stream_socket.hpp"
 #include "tunnel/timer.hpp"
 
 namespace tunnel {
@@ -24,6 +25,8 @@ class LineConnection {
   // The callbacks run from this object's own handlers: they may call close(), and an owner that
   // wants the connection gone hands it to EventLoop::destroy_later (event_loop.hpp).
   LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose on_close);
+  // Over TLS when `socket.tls` is set; `socket.unread` is read before anything from the socket.
+  LineConnection(EventLoop& loop, StreamSocket socket, OnLine on_line, OnClose on_close);
 
   // Queues a whole line (with its `\n`) and sends what the socket takes now. Never calls on_close
   // itself: a failure found here closes the socket and is reported from the loop right after, so a
@@ -36,17 +39,24 @@ class LineConnection {
 
  private:
   void on_ready(uint32_t events);
+  // Reads what the socket (or the TLS stream) has; returns the reason if the connection broke.
+  std::optional<std::string> receive();
+  std::optional<std::string> receive_tls();
+  // Passes on the complete lines read so far; false once the connection is closed.
+  bool deliver();
   // Writes what the socket takes; returns the reason if the connection broke.
   std::optional<std::string> flush();
   void lost(std::string_view reason);
 
   Channel channel_;
+  std::unique_ptr<tls::Stream> tls_;  // declared after channel_: freed first, socket still open
   LineReader reader_;
   std::string outgoing_;
   OnLine on_line_;
   OnClose on_close_;
   std::string deferred_loss_;
   Timer report_loss_;
+  Timer deferred_lines_;
 };
 
 }  // namespace tunnel
