@@ -4,6 +4,7 @@
 #include <cassert>
 #include <chrono>
 #include <utility>
+#include <variant>
 
 namespace tunnel {
 
@@ -20,11 +21,30 @@ void RelaySet::start(const ConnId& id, Fd visitor_side, Fd service_side) {
   assert(!contains(id) && "a relay id is started at most once while it is in the set");
   const uint64_t serial = next_serial_++;
   const Clock::time_point started = loop_.now();
-  auto relay = std::make_unique<Relay>(
-      loop_, pipes_, std::move(visitor_side), std::move(service_side),
-      [this, alive = std::weak_ptr<int>(alive_), id, serial, started](const RelayOutcome& o) {
-        if (alive.lock()) ended(id, serial, started, o);
-      });
+  auto relay = std::make_unique<Relay>(loop_, pipes_, std::move(visitor_side),
+                                       std::move(service_side), done_for(id, serial, started));
+  add(id, std::move(relay), serial, started);
+}
+
+void RelaySet::start(const ConnId& id, Fd visitor_side, Fd service_side, TlsSide tls_side,
+                     std::unique_ptr<tls::Stream> stream, std::string_view initial) {
+  assert(!contains(id) && "a relay id is started at most once while it is in the set");
+  const uint64_t serial = next_serial_++;
+  const Clock::time_point started = loop_.now();
+  auto relay =
+      std::make_unique<TlsRelay>(loop_, std::move(visitor_side), std::move(service_side), tls_side,
+                                 std::move(stream), initial, done_for(id, serial, started));
+  add(id, std::move(relay), serial, started);
+}
+
+std::function<void(const RelayOutcome&)> RelaySet::done_for(const ConnId& id, uint64_t serial,
+                                                            Clock::time_point started) {
+  return [this, alive = std::weak_ptr<int>(alive_), id, serial, started](const RelayOutcome& o) {
+    if (alive.lock()) ended(id, serial, started, o);
+  };
+}
+
+void RelaySet::add(const ConnId& id, AnyRelay relay, uint64_t serial, Clock::time_point started) {
   // A duplicate id breaks the contract: the newcomer's sockets are closed by its destructor.
   if (!relays_.try_emplace(id, Entry{std::move(relay), started, serial}).second) return;
   ++unreported_;
@@ -36,7 +56,7 @@ void RelaySet::abort(const ConnId& id, std::string reason) {
   Entry entry = std::move(it->second);
   relays_.erase(it);
   // The relay defers its `done`, which reports it to on_ended from the loop.
-  entry.relay->abort(std::move(reason));
+  std::visit([&](auto& relay) { relay->abort(std::move(reason)); }, entry.relay);
   retire(entry);
 }
 
@@ -44,20 +64,22 @@ void RelaySet::abort_all(std::string reason) {
   auto all = std::move(relays_);
   relays_.clear();
   for (auto& [id, entry] : all) {
-    entry.relay->abort(reason);
+    std::visit([&](auto& relay) { relay->abort(reason); }, entry.relay);
     retire(entry);
   }
 }
 
 uint64_t RelaySet::live_bytes_to_service() const {
   uint64_t sum = 0;
-  for (const auto& [id, entry] : relays_) sum += entry.relay->bytes_to_service();
+  for (const auto& [id, entry] : relays_)
+    sum += std::visit([](const auto& relay) { return relay->bytes_to_service(); }, entry.relay);
   return sum;
 }
 
 uint64_t RelaySet::live_bytes_to_visitor() const {
   uint64_t sum = 0;
-  for (const auto& [id, entry] : relays_) sum += entry.relay->bytes_to_visitor();
+  for (const auto& [id, entry] : relays_)
+    sum += std::visit([](const auto& relay) { return relay->bytes_to_visitor(); }, entry.relay);
   return sum;
 }
 
@@ -89,7 +111,7 @@ void RelaySet::ended(const ConnId& id, uint64_t serial, Clock::time_point starte
 
 // The relay may be in the middle of its own callbacks (the lifetime rule, event_loop.hpp).
 void RelaySet::retire(Entry& entry) {
-  loop_.destroy_later(std::move(entry.relay));
+  std::visit([&](auto& relay) { loop_.destroy_later(std::move(relay)); }, entry.relay);
 }
 
 }  // namespace tunnel

@@ -1,5 +1,6 @@
 // The relays of one daemon, by connection id: the pipe pool and its trimming, live byte totals,
-// and the drain/abort used at shutdown.
+// and the drain/abort used at shutdown. Plain relays (Relay, splice) and relays with one TLS side
+// (TlsRelay) live in the same set, under the same ids, and are reported alike.
 #pragma once
 
 #include <cstddef>
@@ -7,7 +8,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "tunnel/conn_id.hpp"
@@ -17,6 +20,8 @@
 #include "tunnel/pipe_pool.hpp"
 #include "tunnel/relay.hpp"
 #include "tunnel/timer.hpp"
+#include "tunnel/tls_relay.hpp"
+#include "tunnel/tls_stream.hpp"
 
 namespace tunnel {
 
@@ -35,6 +40,11 @@ class RelaySet {
 
   // Starts relaying under `id` (which must not be in the set).
   void start(const ConnId& id, Fd visitor_side, Fd service_side);
+  // The same with one TLS side: `stream` is over the socket of the side `tls_side` names, its
+  // handshake done; `initial` is plaintext already read from it, delivered first to the other side
+  // (TlsRelay). The relay owns both sockets and the stream.
+  void start(const ConnId& id, Fd visitor_side, Fd service_side, TlsSide tls_side,
+             std::unique_ptr<tls::Stream> stream, std::string_view initial = {});
   bool contains(const ConnId& id) const { return relays_.contains(id); }
   // Resets both sides of that relay now and removes it from the set at once (contains() is false
   // on return); on_ended still reports it, from the loop. No-op for an unknown id.
@@ -55,11 +65,17 @@ class RelaySet {
   PipePool& pipes() { return pipes_; }
 
  private:
+  // Either kind of relay; both have abort() and the byte counts, and are retired alike.
+  using AnyRelay = std::variant<std::unique_ptr<Relay>, std::unique_ptr<TlsRelay>>;
   struct Entry {
-    std::unique_ptr<Relay> relay;
+    AnyRelay relay;
     Clock::time_point started;
     uint64_t serial = 0;  // tells this relay from an earlier one under the same id
   };
+  // The `done` of the relay started now under `id`.
+  std::function<void(const RelayOutcome&)> done_for(const ConnId& id, uint64_t serial,
+                                                    Clock::time_point started);
+  void add(const ConnId& id, AnyRelay relay, uint64_t serial, Clock::time_point started);
   void ended(const ConnId& id, uint64_t serial, Clock::time_point started,
              const RelayOutcome& outcome);
   void retire(Entry& entry);
