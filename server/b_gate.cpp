@@ -1,10 +1,13 @@
 // The B side before a connection is a session or a relay: first line, auth handshake, data proofs.
 #include "b_gate.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 
 #include "tunnel/address.hpp"
 #include "tunnel/auth.hpp"
+#include "tunnel/line_reader.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/socket.hpp"
 
@@ -64,12 +67,17 @@ void BGate::on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure,
     tls_handshakes_.erase(it);
   }
   std::string peer = fd ? peer_address(fd.get()).to_string() : "?";
-  // A client speaking plain text gets a plain answer it can show its operator.
+  // A client speaking plain text gets a plain answer it can show its operator. Its hello is read
+  // first: closing a socket with unread bytes sends a reset, which can destroy the answer.
   if (failure == tls::Failure::plaintext_hello) {
+    char discarded[kMaxLineLength];
+    while (::recv(fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) > 0) {
+    }
     auto line =
         protocol::err(protocol::kErrBadRequest,
                       "this port speaks TLS (tunnel-client --tls with --tls-ca or --tls-pin)");
     send_nosignal(fd.get(), line.data(), line.size());
+    ::shutdown(fd.get(), SHUT_WR);
   }
   ++counters_.tls_failures[static_cast<size_t>(failure)];
   ++counters_.failed[static_cast<size_t>(failure == tls::Failure::timeout
