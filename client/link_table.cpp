@@ -226,7 +226,6 @@ void LinkTable::on_data_readable(const ConnId& id) {
 }
 
 void LinkTable::start_relay(Link& link, StreamSocket data) {
-  if (data.tls) return fail(link, FailReason::data_connect_failed);  // TEMPORARY: no TLS relay yet
   auto hello = control_.data_hello(link.id);
   // The first bytes on a fresh socket always fit its send buffer; anything less means the server
   // closed it meanwhile: dial again while the target waits.
@@ -246,7 +245,11 @@ void LinkTable::start_relay(Link& link, StreamSocket data) {
   move_to(link, LinkState::relaying);
   set_keepalive(data.fd.get());
   events_.on_relaying();
-  relays_.start(link.id, std::move(data.fd), std::move(link.target));
+  if (data.tls)
+    relays_.start(link.id, std::move(data.fd), std::move(link.target), TlsSide::visitor,
+                  std::move(data.tls));
+  else
+    relays_.start(link.id, std::move(data.fd), std::move(link.target));
   TLOG_DEBUG("event=relaying conn={}", link.id.short_hex());
 }
 

@@ -33,6 +33,7 @@ void BGate::admit(Fd fd) {
   if (!tls_) return read_line(StreamSocket{std::move(fd), nullptr, {}}, first_line_reader());
   uint64_t key = ++handshakes_started_;
   auto stream = tls_->new_stream(fd.get());
+  tls_peers_.emplace(key, peer_address(fd.get()).to_string());
   tls_handshakes_.emplace(
       key, std::make_unique<tls::Handshake>(
                loop_, std::move(fd), std::move(stream), handshake_timeout_,
@@ -56,6 +57,7 @@ void BGate::on_tls_done(uint64_t handshake, Fd fd, std::unique_ptr<tls::Stream> 
   // Called from the handshake's own handler (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(it->second));
   tls_handshakes_.erase(it);
+  tls_peers_.erase(handshake);
   read_line(StreamSocket{std::move(fd), std::move(stream), {}}, first_line_reader());
 }
 
@@ -66,13 +68,14 @@ void BGate::on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure,
     loop_.destroy_later(std::move(it->second));
     tls_handshakes_.erase(it);
   }
-  std::string peer = fd ? peer_address(fd.get()).to_string() : "?";
+  std::string peer = std::move(tls_peers_[handshake]);
+  tls_peers_.erase(handshake);
   // A client speaking plain text gets a plain answer it can show its operator. Its hello is read
   // first: closing a socket with unread bytes sends a reset, which can destroy the answer.
   if (failure == tls::Failure::plaintext_hello) {
     char discarded[kMaxLineLength];
-    while (::recv(fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) > 0) {
-    }
+    for (int reads = 0; reads < 16; ++reads)  // bounded: a hello is one line
+      if (::recv(fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) <= 0) break;
     auto line =
         protocol::err(protocol::kErrBadRequest,
                       "this port speaks TLS (tunnel-client --tls with --tls-ca or --tls-pin)");
@@ -80,6 +83,9 @@ void BGate::on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure,
     ::shutdown(fd.get(), SHUT_WR);
   }
   ++counters_.tls_failures[static_cast<size_t>(failure)];
+  // A connection that closes before it has said anything is not worth a warning (as without TLS):
+  // the client gave up on it, e.g. because its target refused.
+  if (failure == tls::Failure::closed) return;
   ++counters_.failed[static_cast<size_t>(failure == tls::Failure::timeout
                                              ? FailureReason::handshake_timeout
                                              : FailureReason::tls_refused)];
@@ -100,6 +106,7 @@ void BGate::close() {
     loop_.destroy_later(std::move(handshake));
   }
   tls_handshakes_.clear();
+  tls_peers_.clear();
 }
 
 void BGate::read_line(StreamSocket socket, OnLine next) {

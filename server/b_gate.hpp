@@ -74,6 +74,7 @@ class BGate {
   ServerCounters& counters_;
   std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
   std::unordered_map<uint64_t, std::unique_ptr<tls::Handshake>> tls_handshakes_;
+  std::unordered_map<uint64_t, std::string> tls_peers_;  // for the log, taken while connected
   uint64_t handshakes_started_ = 0;
   log::RateLimit tls_log_;
   auth::SessionKey unknown_key_{};  // random: stands in for a missing session key

@@ -143,7 +143,6 @@ void ConnectionTable::client_lost() {
 }
 
 bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
-  if (data.tls) return false;  // TEMPORARY: the relay over TLS is not wired yet
   auto it = entries_.find(id);
   // Only an announced id can be claimed: anything else was never given to a client, or is taken.
   if (it == entries_.end() || it->second->state != ConnState::announced) return false;
@@ -155,7 +154,11 @@ bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
   move_to(entry, ConnState::relaying);
   TLOG_DEBUG("event=paired conn={} waited_ms={}", id.short_hex(), waited.count());
   set_keepalive(data.fd.get());
-  relays_.start(id, std::move(external), std::move(data.fd));
+  if (data.tls)
+    relays_.start(id, std::move(external), std::move(data.fd), TlsSide::service,
+                  std::move(data.tls), data.unread);
+  else
+    relays_.start(id, std::move(external), std::move(data.fd));
   return true;
 }
 
