@@ -23,7 +23,7 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
                                            links_.on_new(id);
                                          },
                                          [this](const ConnId& id) { links_.on_close(id); }}),
-      links_(loop, control_, server_, target_, config.dial_timeout, config.tls,
+      links_(loop, control_, server_, target_, config.dial_timeout, config.tls, config.tls_resume,
              LinkTable::Events{
                  [this](FailReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; },
                  [this] { ++counters_.relayed; },

@@ -54,6 +54,11 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
       ->type_name("FILE");
   app.add_option("--tls-key", config.tls_key_file, "The private key of --tls-cert (PEM)")
       ->type_name("FILE");
+  app.add_option("--tls-resume", config.tls_resume,
+                 "Data connections resume the TLS session from a ticket instead of a full "
+                 "handshake (false: to measure what resumption saves)")
+      ->capture_default_str()
+      ->type_name("BOOL");
   cli::add_daemon_options(app, config.daemon);
   if (int code = cli::parse(app, argc, argv); code >= 0) return code;
   return load_tls(config);

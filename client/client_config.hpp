@@ -27,6 +27,7 @@ struct ClientConfig {
   std::string tls_pin;
   std::string tls_cert_file;
   std::string tls_key_file;
+  bool tls_resume = true;  // data connections resume the TLS session (off: to measure its worth)
   std::shared_ptr<tls::ClientContext> tls;
   DaemonOptions daemon;
 };

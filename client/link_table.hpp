@@ -44,10 +44,11 @@ class LinkTable {
   };
 
   // `server` and `target` must outlive the table.
-  // `tls` null: plain TCP to port B.
+  // `tls` null: plain TCP to port B. `tls_resume` false: every data connection does a full
+  // handshake (to measure what resumption saves).
   LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
             std::span<const SocketAddress> target, Duration dial_timeout,
-            std::shared_ptr<tls::ClientContext> tls, Events events);
+            std::shared_ptr<tls::ClientContext> tls, bool tls_resume, Events events);
   ~LinkTable();
 
   // NEW <id>. An id already here means the server gave up on the earlier attempt (the session was
@@ -83,6 +84,7 @@ class LinkTable {
   EventLoop& loop_;
   ControlLink& control_;
   std::shared_ptr<tls::ClientContext> tls_;
+  bool tls_resume_;
   std::span<const SocketAddress> server_;
   std::span<const SocketAddress> target_;
   Duration dial_timeout_;

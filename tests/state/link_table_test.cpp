@@ -48,6 +48,7 @@ struct Harness {
       target.addresses(),
       5s,
       nullptr,
+      true,
       LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [this] { ++relaying; },
                         [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); }}};
 
@@ -66,7 +67,7 @@ struct Harness {
   std::unique_ptr<LinkTable> table_with(std::span<const tunnel::SocketAddress> server_at,
                                         std::span<const tunnel::SocketAddress> target_at) {
     return std::make_unique<LinkTable>(
-        manual.loop, control, server_at, target_at, 5s, nullptr,
+        manual.loop, control, server_at, target_at, 5s, nullptr, true,
         LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [] {},
                           [](const tunnel::RelayOutcome&) {}});
   }
