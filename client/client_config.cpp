@@ -7,6 +7,7 @@
 
 #include "tunnel/auth.hpp"
 #include "tunnel/cli_common.hpp"
+#include "tunnel/token_file.hpp"
 
 namespace tunnel::client {
 
@@ -82,13 +83,17 @@ int load_tls(ClientConfig& config) {
                   "give exactly one way to verify the server: --tls-ca FILE or --tls-pin "
                   "sha256:HEX (scripts/gen-cert.sh prints both)");
   tls::ClientTlsOptions options;
-  options.ca_file = config.tls_ca_file;
+  // Relative names are looked up in $CREDENTIALS_DIRECTORY first, like --token-file.
+  auto resolved = [](const std::string& file) {
+    return file.empty() ? file : resolve_token_path(file);
+  };
+  options.ca_file = resolved(config.tls_ca_file);
   if (!config.tls_pin.empty()) {
     options.pin = tls::parse_pin(config.tls_pin);
     if (!options.pin) return refuse("--tls-pin", "expected sha256: and 64 hex digits");
   }
-  options.cert_file = config.tls_cert_file;
-  options.key_file = config.tls_key_file;
+  options.cert_file = resolved(config.tls_cert_file);
+  options.key_file = resolved(config.tls_key_file);
   options.server_name = config.server.host;
   try {
     config.tls = std::make_shared<tls::ClientContext>(tls::ClientContext::load(options));

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "tunnel/cli_common.hpp"
+#include "tunnel/token_file.hpp"
 
 namespace tunnel::server {
 
@@ -61,8 +62,10 @@ int load_tls(ServerConfig& config) {
     return -1;
   }
   try {
+    // Relative names are looked up in $CREDENTIALS_DIRECTORY first, like --token-file.
     config.tls = std::make_shared<tls::ServerContext>(tls::ServerContext::load(
-        config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file));
+        resolve_token_path(config.tls_cert_file), resolve_token_path(config.tls_key_file),
+        config.tls_client_ca_file.empty() ? "" : resolve_token_path(config.tls_client_ca_file)));
   } catch (const std::exception& e) {
     return refuse("--tls-cert", e.what());
   }

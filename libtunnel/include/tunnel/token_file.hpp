@@ -10,7 +10,7 @@ namespace tunnel {
 // At least this much randomness: a token shorter than it is refused.
 inline constexpr int kMinTokenBits = 128;
 
-// The path a --token-file value names: a relative name is first looked for in
+// The path a --token-file (or a TLS file option) names: a relative name is first looked for in
 // $CREDENTIALS_DIRECTORY (systemd's LoadCredential=), then as given.
 std::string resolve_token_path(std::string_view value);
 
