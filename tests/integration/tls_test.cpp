@@ -479,6 +479,47 @@ TEST_CASE("tls: mTLS serves the client with the CA's certificate, refuses none o
   CHECK(s.value("tunnel_client_online") == 0);
 }
 
+TEST_CASE("tls: mTLS: a refused client says on every attempt that its certificate was refused") {
+  // The server's refusal (an alert) reaches the client after its own handshake has completed (TLS
+  // 1.3): whatever the client is doing then, writing its hello or reading, its line must name the
+  // certificate, not a bare reset. Several attempts each, since the timing varies.
+  TokenDir dir;
+  const GenCert ours = gen_cert(dir.path() + "/ours", {"--client", "lan-host-1"});
+  const GenCert theirs = gen_cert(dir.path() + "/theirs", {"--client", "lan-host-1"});
+  EchoTarget echo;
+  TlsServer s({"--tls-cert", ours.cert(), "--tls-key", ours.key(), "--tls-client-ca", ours.ca()});
+  struct Refused {
+    std::string what;
+    std::vector<std::string> flags;
+  };
+  const std::vector<Refused> cases = {
+      {"no client certificate", {"--tls", "--tls-ca", ours.ca()}},
+      {"a certificate from another CA",
+       {"--tls", "--tls-ca", ours.ca(), "--tls-cert", theirs.client_cert(), "--tls-key",
+        theirs.client_key()}},
+  };
+  constexpr size_t kAttempts = 6;
+  for (const auto& refused : cases) {
+    auto flags = refused.flags;
+    flags.insert(flags.end(), {"--reconnect-max", "150ms"});
+    TlsClient client(s.b(), echo.address(), flags);
+    wait_count(client.log(), kClientRefusal, kAttempts, 10s, "tunnel-client");
+    size_t unclear = 0;
+    std::string lines;
+    for (const auto& line : client.log().lines()) {
+      if (!kClientRefusal(line.text)) continue;
+      const bool clear = std::regex_search(line.text, std::regex("certificate", std::regex::icase));
+      if (!clear) ++unclear;
+      lines += (clear ? "  ok:      " : "  UNCLEAR: ") + line.text + "\n";
+    }
+    MEASURED("mTLS, " << refused.what << ": " << unclear << " of the client's refused attempts "
+                      << "did not name the certificate");
+    INFO(refused.what << ": the client's lines for its refused attempts:\n" << lines);
+    CHECK(unclear == 0);
+    CHECK_FALSE(client.log().find("event=online").has_value());
+  }
+}
+
 // 4 ---------------------------------------------------------------------------------------------
 
 namespace {
