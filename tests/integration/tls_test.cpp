@@ -661,6 +661,7 @@ TEST_CASE("tls: a TLS client on a plain port is refused, never online, both side
   EchoTarget echo;
   // A plain server (no TLS metrics then).
   TlsServer s({"--pair-timeout", "1s", "--handshake-timeout", "1s"});
+  CHECK(field_of(s.server.wait_for_line("event=ready", 1s), "tls") == "off");
   Socket a = connect_tcp(s.server.port_a());
   send_all(a, "is anybody there?\n");
   TlsClient client(
