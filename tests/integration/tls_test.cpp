@@ -119,6 +119,9 @@ class TlsClient {
   std::string wait_online(size_t from = 0) const {
     return process_.wait_for_line("event=online", kStartTimeout, from);
   }
+  std::string wait_for_line(const Match& match, Millis timeout, size_t from = 0) const {
+    return process_.wait_for_line(match, timeout, from);
+  }
   uint16_t metrics() {
     if (metrics_ == 0) metrics_ = listening_port(process_, "metrics");
     return metrics_;
@@ -408,6 +411,74 @@ TEST_CASE("tls: data connections resume the TLS session, and both daemons count 
   CHECK(client_resumed >= kData - 1);
   CHECK(server_full == client_full);
   CHECK(server_resumed == client_resumed);
+}
+
+TEST_CASE("tls: a data connection whose TLS handshake fails is reported and A is closed at once") {
+  // A TCP proxy in front of port B: the first connection (the control connection) goes through
+  // to the server, every later one (a data connection) meets a plain HTTP server instead.
+  TokenDir dir;
+  const GenCert certs = gen_cert(dir.path() + "/tls");
+  EchoTarget echo;
+  std::atomic<uint16_t> port_b{0};
+  ScriptedTarget proxy([&](Socket& c, size_t index) {
+    if (index > 0) {
+      read_some(c, 4096, 5s);  // the ClientHello
+      send_all(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+      read_to_end(c, 5s);
+      return;
+    }
+    Socket up = connect_tcp(port_b.load());
+    auto pump = [](const Socket& from, const Socket& to) {
+      for (;;) {
+        ReadResult r = read_some(from, 16384, 60s);
+        if (r.data.empty()) break;
+        int error = 0;
+        if (!try_send_all(to, r.data, 5s, error)) break;
+      }
+      ::shutdown(to.fd(), SHUT_WR);
+    };
+    std::thread back([&] { pump(up, c); });
+    pump(c, up);
+    back.join();
+  });
+  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
+  port_b = s.server.port_b();
+  TlsClient client("127.0.0.1:" + std::to_string(proxy.port()), echo.address(),
+                   {"--tls", "--tls-pin", certs.pin});
+  client.wait_online();
+  s.server.wait_for_line("event=client-online", kStartTimeout);
+
+  const size_t server_mark = s.server.mark();
+  const auto start = Clock::now();
+  Socket a = connect_tcp(s.server.port_a());
+  send_all(a, "hello?\n");
+  ReadResult r = read_to_end(a, 5s);
+  const auto ms = ms_since(start);
+  INFO("A: " << r.describe() << " after " << ms << " ms");
+  CHECK(r.data.empty());
+  CHECK((r.end == End::eof || r.end == End::reset));
+  const std::string failed_line =
+      client.wait_for_line(Match::regex("event=tls-failed conn=[0-9a-f]{8} reason=not-tls "), 3s);
+  const std::string data_failed = client.wait_for_line(
+      Match::regex("event=data-connect-failed conn=[0-9a-f]{8} .*reason=data-connect-failed"), 3s);
+  const std::string server_line =
+      s.server.wait_for_line(conn_failed("target-unreachable"), 3s, server_mark);
+  MEASURED("tls data connection refused: A closed after " << ms << " ms; client: " << failed_line
+                                                          << " / " << data_failed
+                                                          << " / server: " << server_line);
+  CHECK(field_of(failed_line, "conn") == field_of(data_failed, "conn"));
+  CHECK(server_line.find("data-connect-failed") != std::string::npos);
+  CHECK(ms < 3000);
+  CHECK(echo.accepted() <= 1);  // the target may have been dialed in parallel, never served
+  wait_metric_at_least(
+      [&] {
+        return client.value("tunnel_connections_failed_total{reason=\"data-connect-failed\"}");
+      },
+      1, 3s, "the client's data-connect-failed count");
+  // The session is not affected.
+  CHECK_FALSE(client.log().find("event=control-lost").has_value());
+  CHECK(s.value("tunnel_client_online") == 1);
+  CHECK(proxy.errors().empty());
 }
 
 // 3 ---------------------------------------------------------------------------------------------
