@@ -70,18 +70,20 @@ void BGate::on_tls_failed(uint64_t handshake, Fd fd, tls::Failure failure,
   }
   std::string peer = std::move(tls_peers_[handshake]);
   tls_peers_.erase(handshake);
-  // A client speaking plain text gets a plain answer it can show its operator. Its hello is read
-  // first: closing a socket with unread bytes sends a reset, which can destroy the answer.
+  // What the client sent is read before the close: closing a socket with unread bytes sends a
+  // reset, which can overtake what we said last (an alert, or the plain answer below) and leave
+  // the client with a bare reset instead of the reason.
+  char discarded[kMaxLineLength];
+  for (int reads = 0; reads < 16; ++reads)  // bounded: a hello, a certificate, a few records
+    if (::recv(fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) <= 0) break;
+  // A client speaking plain text gets a plain answer it can show its operator.
   if (failure == tls::Failure::plaintext_hello) {
-    char discarded[kMaxLineLength];
-    for (int reads = 0; reads < 16; ++reads)  // bounded: a hello is one line
-      if (::recv(fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) <= 0) break;
     auto line =
         protocol::err(protocol::kErrBadRequest,
                       "this port speaks TLS (tunnel-client --tls with --tls-ca or --tls-pin)");
     send_nosignal(fd.get(), line.data(), line.size());
-    ::shutdown(fd.get(), SHUT_WR);
   }
+  ::shutdown(fd.get(), SHUT_WR);
   ++counters_.tls_failures[static_cast<size_t>(failure)];
   // A connection that closes before it has said anything is not worth a warning (as without TLS):
   // the client gave up on it, e.g. because its target refused.

@@ -33,6 +33,7 @@ void LineConnection::send(std::string_view line) {
   if (!open()) return;
   outgoing_.append(line);
   if (auto broken = flush()) {
+    broken = explained(std::move(*broken));
     channel_.close();
     outgoing_.clear();
     deferred_loss_ = std::move(*broken);
@@ -49,7 +50,7 @@ void LineConnection::close() {
 void LineConnection::on_ready(uint32_t events) {
   // Over TLS a write may wait for readability too: retry it on any event.
   if ((events & kWritable) || (tls_ && !outgoing_.empty())) {
-    if (auto broken = flush()) return lost(*broken);
+    if (auto broken = flush()) return lost(explained(std::move(*broken)));
   }
   if (!(events & (kReadable | kHangup | kError))) return;
   auto broken = tls_ ? receive_tls() : receive();
@@ -93,6 +94,16 @@ std::optional<std::string> LineConnection::receive_tls() {
         return result.detail.empty() ? "TLS error" : result.detail;
     }
   }
+}
+
+std::string LineConnection::explained(std::string write_error) {
+  // A TLS peer that refuses us (mTLS: after our side of the handshake has completed) sends an
+  // alert and then resets: our write meets the reset, but the alert, which says why, is usually
+  // still waiting in the receive buffer. Lines read here are kept for nobody: the connection is
+  // ending.
+  if (!tls_) return write_error;
+  auto said = receive_tls();
+  return said ? *said : write_error;
 }
 
 bool LineConnection::deliver() {

@@ -42,6 +42,8 @@ class LineConnection {
   // Reads what the socket (or the TLS stream) has; returns the reason if the connection broke.
   std::optional<std::string> receive();
   std::optional<std::string> receive_tls();
+  // The reason to report for a failed write: over TLS, the peer's alert if one arrived first.
+  std::string explained(std::string write_error);
   // Passes on the complete lines read so far; false once the connection is closed.
   bool deliver();
   // Writes what the socket takes; returns the reason if the connection broke.
