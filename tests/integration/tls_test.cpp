@@ -29,6 +29,7 @@
 #include "support/socket_io.hpp"
 #include "support/tls_peer.hpp"
 #include "support/transfer.hpp"
+#include "tunnel/protocol.hpp"
 
 using namespace tunnel::test;
 using namespace std::chrono_literals;
@@ -1234,4 +1235,127 @@ TEST_CASE("tls: the README's secure setup: gen-cert.sh's pin, a token, TLS on bo
   CHECK_FALSE(server.log().find("event=tls-refused").has_value());
   CHECK_FALSE(server.log().find("event=auth-refused").has_value());
   CHECK_FALSE(client.log().find("event=tls-failed").has_value());
+}
+
+// --- the auth proof covers the TLS connection (RFC 9266 exporter) ---
+
+namespace {
+
+// The test's own control connection over TLS: a real TLS 1.3 client (libtunnel's) that verifies
+// the server by its pin, then writes and reads protocol lines with bounded waits.
+class TlsLines {
+ public:
+  TlsLines(tunnel::tls::ClientContext& context, uint16_t port)
+      : socket_(connect_tcp(port)), stream_(context.new_stream(socket_.fd())) {
+    for (;;) {
+      const auto step = stream_->handshake();
+      if (step.progress == tunnel::tls::Progress::done) return;
+      if (step.progress == tunnel::tls::Progress::failed)
+        throw std::runtime_error("test TLS handshake failed: " + step.detail);
+      wait(step.progress == tunnel::tls::Progress::want_write ? POLLOUT : POLLIN);
+    }
+  }
+
+  std::string binding() const { return tunnel::crypto::to_hex(*stream_->exporter()); }
+
+  void say(const std::string& line) {
+    size_t sent = 0;
+    while (sent < line.size()) {
+      const auto r = stream_->write({line.data() + sent, line.size() - sent});
+      if (r.status == tunnel::tls::IoStatus::ok) {
+        sent += r.bytes;
+      } else if (r.status == tunnel::tls::IoStatus::want_read ||
+                 r.status == tunnel::tls::IoStatus::want_write) {
+        wait(r.status == tunnel::tls::IoStatus::want_write ? POLLOUT : POLLIN);
+      } else {
+        throw std::runtime_error("test TLS write failed: " + r.detail);
+      }
+    }
+  }
+
+  // The next line without its `\n`, or what ended the connection instead ("<eof>", "<error: ..>").
+  std::string next_line() {
+    for (;;) {
+      const auto newline = buffer_.find('\n');
+      if (newline != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        return line;
+      }
+      char chunk[512];
+      const auto r = stream_->read({chunk, sizeof chunk});
+      switch (r.status) {
+        case tunnel::tls::IoStatus::ok:
+          buffer_.append(chunk, r.bytes);
+          break;
+        case tunnel::tls::IoStatus::want_read:
+        case tunnel::tls::IoStatus::want_write:
+          wait(r.status == tunnel::tls::IoStatus::want_write ? POLLOUT : POLLIN);
+          break;
+        case tunnel::tls::IoStatus::eof:
+          return "<eof>";
+        case tunnel::tls::IoStatus::reset:
+        case tunnel::tls::IoStatus::error:
+          return "<error: " + r.detail + ">";
+      }
+    }
+  }
+
+ private:
+  void wait(short events) {
+    pollfd p{socket_.fd(), events, 0};
+    if (::poll(&p, 1, 5000) != 1)
+      throw std::runtime_error("the server said nothing over TLS within 5 s");
+  }
+
+  Socket socket_;
+  std::unique_ptr<tunnel::tls::Stream> stream_;
+  std::string buffer_;
+};
+
+// Sends the auth hello on `c`, and AUTH-PROOF for the challenge with `binding` in the transcript;
+// returns the server's answer to the proof and the transcript used.
+std::pair<std::string, tunnel::auth::Transcript> prove(TlsLines& c, const std::string& token,
+                                                       const std::string& binding) {
+  c.say("TUNNEL/1 CONTROL auth\n");
+  const std::string challenge = c.next_line();
+  REQUIRE(challenge.rfind("AUTH-CHALLENGE ", 0) == 0);
+  tunnel::auth::Transcript t{challenge.substr(15), tunnel::auth::new_nonce(), "bound", binding};
+  c.say(tunnel::protocol::auth_proof(t.name, t.client_nonce,
+                                     tunnel::crypto::to_hex(tunnel::auth::client_proof(token, t))));
+  return {c.next_line(), t};
+}
+
+}  // namespace
+
+TEST_CASE("tls: with a token, the proofs cover the TLS connection (RFC 9266 exporter)") {
+  TokenDir dir;
+  const std::string token = new_token();
+  const std::string token_file = dir.write("tunnel.token", token);
+  const GenCert cert = gen_cert(dir.path() + "/tls");
+  TlsServer s({"--token-file", token_file, "--tls-cert", cert.cert(), "--tls-key", cert.key()});
+  auto context = pinned_client_context(cert.pin);
+
+  SECTION("a proof made without the binding is refused") {
+    TlsLines c(context, s.server.port_b());
+    CHECK(prove(c, token, "").first.rfind("ERR auth", 0) == 0);
+  }
+  SECTION("a proof bound to another TLS connection is refused (a relayed handshake)") {
+    TlsLines other(context, s.server.port_b());
+    TlsLines c(context, s.server.port_b());
+    REQUIRE(other.binding() != c.binding());
+    CHECK(prove(c, token, other.binding()).first.rfind("ERR auth", 0) == 0);
+  }
+  SECTION("a proof bound to this connection is accepted, and the server's proof is bound too") {
+    TlsLines c(context, s.server.port_b());
+    const auto [answer, transcript] = prove(c, token, c.binding());
+    REQUIRE(answer.rfind("AUTH-OK ", 0) == 0);
+    CHECK(tunnel::auth::proof_matches(tunnel::auth::server_proof(token, transcript),
+                                      answer.substr(8)));
+    auto unbound = transcript;
+    unbound.binding.clear();
+    CHECK_FALSE(
+        tunnel::auth::proof_matches(tunnel::auth::server_proof(token, unbound), answer.substr(8)));
+    CHECK(c.next_line() == "OK auth");
+  }
 }
