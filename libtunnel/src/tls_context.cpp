@@ -374,8 +374,15 @@ std::unique_ptr<Stream> ClientContext::new_stream(int fd) {
   SSL_set_connect_state(ssl);
   if (!state_->name_is_ip && !state_->server_name.empty())
     SSL_set_tlsext_host_name(ssl, state_->server_name.c_str());
-  if (state_->session && SSL_SESSION_is_resumable(state_->session))
-    SSL_set_session(ssl, state_->session);
+  // Each connection gets its own copy of the kept ticket: OpenSSL marks the session of a
+  // connection freed without close_notify not resumable, and that must not reach the one we keep.
+  if (state_->session && SSL_SESSION_is_resumable(state_->session)) {
+    SSL_SESSION* offered = SSL_SESSION_dup(state_->session);
+    if (offered) {
+      SSL_set_session(ssl, offered);  // takes its own reference
+      SSL_SESSION_free(offered);
+    }
+  }
   ERR_clear_error();
   return std::unique_ptr<Stream>(
       new Stream(ssl, fd, Role::client, &state_->counts, state_->server_name));
@@ -401,9 +408,13 @@ ssl_ctx_st* ClientContext::native_handle() const {
 int ClientContext::on_new_session(SSL* ssl, SSL_SESSION* session) {
   auto* state = static_cast<State*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (!state) return 0;  // not ours to keep: OpenSSL frees it
+  // A copy, not `session` itself: that one stays the connection's own, and is spoiled with it if
+  // the connection ends without close_notify (see new_stream).
+  SSL_SESSION* copy = SSL_SESSION_dup(session);
+  if (!copy) return 0;
   if (state->session) SSL_SESSION_free(state->session);
-  state->session = session;
-  return 1;  // we keep the reference OpenSSL gave us
+  state->session = copy;
+  return 0;  // OpenSSL keeps (and frees) its own reference
 }
 
 // Replaces the whole chain verification when a pin is given: the leaf's key must be the pinned
