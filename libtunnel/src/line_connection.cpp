@@ -52,7 +52,8 @@ void LineConnection::on_ready(uint32_t events) {
   if ((events & kWritable) || (tls_ && !outgoing_.empty())) {
     if (auto broken = flush()) return lost(explained(std::move(*broken)));
   }
-  if (!(events & (kReadable | kHangup | kError))) return;
+  const bool read_can_go_on = read_wants_write_ && (events & kWritable);
+  if (!(events & (kReadable | kHangup | kError)) && !read_can_go_on) return;
   auto broken = tls_ ? receive_tls() : receive();
   // Lines that arrived before a close are still passed on.
   if (!deliver()) return;
@@ -74,6 +75,7 @@ std::optional<std::string> LineConnection::receive() {
 std::optional<std::string> LineConnection::receive_tls() {
   // Until the stream wants the socket again: decrypted bytes left inside it would never be
   // reported by the poller (tls_stream.hpp).
+  read_wants_write_ = false;
   for (;;) {
     char chunk[4096];
     auto result = tls_->read({chunk, sizeof chunk});
@@ -85,7 +87,8 @@ std::optional<std::string> LineConnection::receive_tls() {
       case tls::IoStatus::want_read:
         return std::nullopt;
       case tls::IoStatus::want_write:
-        channel_.set_interest(kReadable | kWritable);
+        read_wants_write_ = true;
+        update_interest();
         return std::nullopt;
       case tls::IoStatus::eof:
         return "closed by peer";
@@ -119,28 +122,38 @@ bool LineConnection::deliver() {
 }
 
 std::optional<std::string> LineConnection::flush() {
-  while (!outgoing_.empty() && tls_) {
-    auto result = tls_->write({outgoing_.data(), outgoing_.size()});
-    if (result.status == tls::IoStatus::ok) {
-      outgoing_.erase(0, result.bytes);
-      continue;
-    }
-    if (result.status == tls::IoStatus::want_read || result.status == tls::IoStatus::want_write)
-      break;
-    return result.detail.empty() ? "TLS error" : result.detail;
-  }
-  while (!outgoing_.empty() && !tls_) {
-    long n = send_nosignal(channel_.fd(), outgoing_.data(), outgoing_.size());
-    if (n > 0) {
-      outgoing_.erase(0, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-    return n < 0 ? std::strerror(errno) : "write returned nothing";
+  while (!outgoing_.empty()) {
+    size_t written = 0;
+    if (auto broken = write_some(written)) return broken;
+    if (written == 0) break;  // the socket (or the TLS stream) is full: wait for writability
+    outgoing_.erase(0, written);
   }
   if (outgoing_.size() > kMaxQueued) return "peer stopped reading";
-  channel_.set_interest(outgoing_.empty() ? kReadable : (kReadable | kWritable));
+  update_interest();
   return std::nullopt;
+}
+
+std::optional<std::string> LineConnection::write_some(size_t& written) {
+  if (tls_) {
+    // After want_read/want_write the same bytes are offered again: outgoing_ only grows at its end.
+    auto result = tls_->write({outgoing_.data(), outgoing_.size()});
+    if (result.status == tls::IoStatus::ok) written = result.bytes;
+    if (result.status == tls::IoStatus::ok || result.status == tls::IoStatus::want_read ||
+        result.status == tls::IoStatus::want_write)
+      return std::nullopt;
+    return result.detail.empty() ? "TLS error" : result.detail;
+  }
+  long n = send_nosignal(channel_.fd(), outgoing_.data(), outgoing_.size());
+  if (n > 0) written = static_cast<size_t>(n);
+  if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) return std::nullopt;
+  return n < 0 ? std::strerror(errno) : "write returned nothing";
+}
+
+void LineConnection::update_interest() {
+  // Writable is wanted for queued lines, and over TLS for a read that has to write first (a
+  // key update's answer): a later flush must not drop that wish.
+  bool writable = !outgoing_.empty() || read_wants_write_;
+  channel_.set_interest(writable ? (kReadable | kWritable) : kReadable);
 }
 
 void LineConnection::lost(std::string_view reason) {

@@ -48,10 +48,14 @@ class LineConnection {
   bool deliver();
   // Writes what the socket takes; returns the reason if the connection broke.
   std::optional<std::string> flush();
+  // One write of the queued bytes, plain or TLS: `written` stays 0 when it must wait.
+  std::optional<std::string> write_some(size_t& written);
+  void update_interest();
   void lost(std::string_view reason);
 
   Channel channel_;
   std::unique_ptr<tls::Stream> tls_;  // declared after channel_: freed first, socket still open
+  bool read_wants_write_ = false;     // TLS: the last read waits for writability
   LineReader reader_;
   std::string outgoing_;
   OnLine on_line_;
