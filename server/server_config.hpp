@@ -3,16 +3,47 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "tunnel/address.hpp"
 #include "tunnel/daemon_options.hpp"
 #include "tunnel/duration.hpp"
+#include "tunnel/proxy_protocol.hpp"
 #include "tunnel/tls_context.hpp"
 
 namespace tunnel::server {
 
 using namespace std::chrono_literals;
+
+// One service the server offers (docs/PROTOCOL.md, "Services"): where external traffic for it
+// arrives, and which clients may serve it. The seed's --listen-a is the service named `default`.
+struct ServiceConfig {
+  std::string name;
+  HostPort listen;
+  // Client names allowed to serve it; empty: any client the server accepts.
+  std::vector<std::string> clients;
+  // A PROXY protocol header sent ahead of the visitor's bytes, so the target sees its address.
+  std::optional<proxy_protocol::Version> send_proxy;
+  // External connections start with a PROXY header (a load balancer in front); its source
+  // address is the visitor's. A connection without a valid header is closed and counted.
+  bool accept_proxy = false;
+
+  bool operator==(const ServiceConfig&) const = default;
+};
+
+// A client the server knows by name, with its own token ([client.<name>] in the config file).
+struct NamedClient {
+  std::string name;
+  std::string token;  // the file's content, never logged
+  std::string token_file;
+
+  bool operator==(const NamedClient&) const = default;
+};
+
+// The service name of the seed's one-service case (--listen-a, --target, a v1 client).
+inline constexpr std::string_view kDefaultService = "default";
 
 struct ServerConfig {
   HostPort listen_a{"", 18080};
@@ -21,7 +52,12 @@ struct ServerConfig {
   Duration probe_timeout = 1s;
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
-  std::string token;  // the auth extension's token, from --token-file; empty: no auth
+  // The auth extension's token, from --token-file: the token of every client name not listed in
+  // `clients`. Empty, and no named clients: no auth.
+  std::string token;
+  // Every service, the `default` one (from --listen-a) included when there is one.
+  std::vector<ServiceConfig> services;
+  std::vector<NamedClient> clients;
   // TLS on port B: the files as given, and the context loaded from them at start-up (null: off).
   std::string tls_cert_file;
   std::string tls_key_file;

@@ -49,6 +49,10 @@ std::string join_features(std::string head, const std::vector<std::string>& feat
 
 }  // namespace
 
+bool is_service_name(std::string_view word) {
+  return auth::is_name(word);
+}
+
 bool is_token(std::string_view word) {
   if (word.empty() || word.size() > 32) return false;
   for (unsigned char c : word)
@@ -114,9 +118,25 @@ Parsed parse_message(std::string_view line) {
     if (id) m.id = *id;
     return id.has_value();
   };
-  if (verb == "NEW" || verb == "CLOSE") {
-    m.verb = verb == "NEW" ? Verb::new_conn : Verb::close_conn;
-    if (!need(2) || !take_id(1)) return bad(fmt::format("expected '{} <id>'", verb));
+  if (verb == "NEW") {
+    m.verb = Verb::new_conn;
+    if (!(need(2) || need(3)) || !take_id(1) || (need(3) && !is_service_name(words[2])))
+      return bad("expected 'NEW <id> [<service>]'");
+    if (need(3)) m.service = words[2];
+  } else if (verb == "CLOSE") {
+    m.verb = Verb::close_conn;
+    if (!need(2) || !take_id(1)) return bad("expected 'CLOSE <id>'");
+  } else if (verb == "SERVE" || verb == "SERVING") {
+    m.verb = verb == "SERVE" ? Verb::serve : Verb::serving;
+    if (!need(2) || !is_service_name(words[1]))
+      return bad(fmt::format("expected '{} <service>'", verb));
+    m.service = words[1];
+  } else if (verb == "REFUSED") {
+    m.verb = Verb::refused;
+    if (!need(3) || !is_service_name(words[1]) || !is_token(words[2]))
+      return bad("expected 'REFUSED <service> <reason>'");
+    m.service = words[1];
+    m.word = words[2];
   } else if (verb == "FAIL") {
     m.verb = Verb::fail;
     if (!need(3) || !take_id(1) || !is_token(words[2])) return bad("expected 'FAIL <id> <reason>'");
@@ -173,8 +193,9 @@ std::string err(std::string_view code, std::string_view text) {
   // No trailing space when there is no text: the grammar has no empty words.
   return text.empty() ? fmt::format("ERR {}\n", code) : fmt::format("ERR {} {}\n", code, text);
 }
-std::string new_conn(const ConnId& id) {
-  return fmt::format("NEW {}\n", id.hex());
+std::string new_conn(const ConnId& id, std::string_view service) {
+  if (service.empty()) return fmt::format("NEW {}\n", id.hex());
+  return fmt::format("NEW {} {}\n", id.hex(), service);
 }
 std::string close_conn(const ConnId& id) {
   return fmt::format("CLOSE {}\n", id.hex());
@@ -196,6 +217,15 @@ std::string auth_proof(std::string_view name, std::string_view nonce, std::strin
 }
 std::string auth_ok(std::string_view proof) {
   return fmt::format("AUTH-OK {}\n", proof);
+}
+std::string serve(std::string_view service) {
+  return fmt::format("SERVE {}\n", service);
+}
+std::string serving(std::string_view service) {
+  return fmt::format("SERVING {}\n", service);
+}
+std::string refused(std::string_view service, std::string_view reason) {
+  return fmt::format("REFUSED {} {}\n", service, reason);
 }
 
 }  // namespace tunnel::protocol

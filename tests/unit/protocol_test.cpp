@@ -175,7 +175,7 @@ TEST_CASE("protocol message: NEW and CLOSE with a bad id or argument count are m
     for (const std::string& args :
          std::vector<std::string>{std::string(""), std::string(" "), " " + short_id,
                                   " " + kId + "a", " 0123456789ABCDEF0123456789ABCDEF",
-                                  " " + kId + " extra", "  " + kId, " " + kId + " "}) {
+                                  " " + kId + " extra words", "  " + kId, " " + kId + " "}) {
       expect_bad_message(verb + args);
     }
   }
@@ -391,4 +391,48 @@ TEST_CASE("protocol auth: the auth lines round-trip and fit in a line") {
   auto data = expect_data(strip(p::data_hello(*ConnId::parse(kId), kHex64)));
   CHECK(data.proof == kHex64);
   CHECK(strip(p::err(p::kErrAuth, "")) == "ERR auth");
+}
+
+// --- the services extension ---
+
+TEST_CASE("protocol services: NEW may name a service; SERVE, SERVING and REFUSED carry theirs") {
+  auto plain = expect_message("NEW " + kId, p::Verb::new_conn);
+  CHECK(plain.service.empty());
+  auto named = expect_message("NEW " + kId + " web-1.eu_x", p::Verb::new_conn);
+  CHECK(named.id.hex() == kId);
+  CHECK(named.service == "web-1.eu_x");
+  CHECK(expect_message("SERVE ssh", p::Verb::serve).service == "ssh");
+  CHECK(expect_message("SERVING ssh", p::Verb::serving).service == "ssh");
+  auto refused = expect_message("REFUSED db not-allowed", p::Verb::refused);
+  CHECK(refused.service == "db");
+  CHECK(refused.word == "not-allowed");
+}
+
+TEST_CASE("protocol services: bad service names and argument counts are malformed") {
+  const std::string too_long(65, 's');
+  for (const std::string& line : std::vector<std::string>{
+           "NEW " + kId + " " + too_long, "NEW " + kId + " we/b", "NEW " + kId + " a b", "SERVE",
+           "SERVE ", "SERVE a b", "SERVE " + too_long, "SERVE sp@ce", "SERVING", "SERVING a b",
+           "REFUSED web", "REFUSED web a b", "REFUSED w*b unknown",
+           "REFUSED web " + std::string(33, 'r')}) {
+    expect_bad_message(line);
+  }
+}
+
+TEST_CASE("protocol services: the lines round-trip, and the longest fit in a line") {
+  const std::string longest(64, 's');
+  CHECK(strip(p::new_conn(*ConnId::parse(kId))) == "NEW " + kId);
+  CHECK(strip(p::new_conn(*ConnId::parse(kId), longest)) == "NEW " + kId + " " + longest);
+  CHECK(
+      expect_message(strip(p::new_conn(*ConnId::parse(kId), longest)), p::Verb::new_conn).service ==
+      longest);
+  CHECK(strip(p::serve(longest)) == "SERVE " + longest);
+  CHECK(expect_message(strip(p::serving(longest)), p::Verb::serving).service == longest);
+  auto r = expect_message(strip(p::refused(longest, p::kRefusedAlreadyServed)), p::Verb::refused);
+  CHECK(r.service == longest);
+  CHECK(r.word == p::kRefusedAlreadyServed);
+  CHECK(p::new_conn(*ConnId::parse(kId), longest).size() <= 256);
+  CHECK(p::is_service_name("a"));
+  CHECK_FALSE(p::is_service_name(""));
+  CHECK_FALSE(p::is_service_name(longest + "s"));
 }

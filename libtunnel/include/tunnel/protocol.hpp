@@ -19,6 +19,18 @@ inline constexpr std::string_view kErrBadRequest = "bad-request";
 inline constexpr std::string_view kErrVersion = "version";
 inline constexpr std::string_view kErrAuth = "auth";  // the auth extension: missing or wrong proof
 
+// The services extension (docs/PROTOCOL.md, "Services"): a client serves named services, and NEW
+// says which one. Its feature word, the most services one session may SERVE (and one config file
+// may hold), and the reasons a REFUSED line gives.
+inline constexpr std::string_view kServicesFeature = "services";
+inline constexpr size_t kMaxServices = 2048;
+inline constexpr std::string_view kRefusedUnknown = "unknown";         // not in the server's config
+inline constexpr std::string_view kRefusedNotAllowed = "not-allowed";  // not listed for this client
+inline constexpr std::string_view kRefusedAlreadyServed = "already-served";  // SERVE'd twice
+inline constexpr std::string_view kRefusedRemoved = "removed";  // a reload removed the service
+// A service name: the grammar of a client name (1 to 64 of A-Z a-z 0-9 . _ -).
+bool is_service_name(std::string_view word);
+
 // What a first line on B says it is, read from its second word even when the rest is malformed:
 // the server answers a bad control hello with ERR but closes a bad data hello without a word.
 enum class HelloKind { control, data, unknown };
@@ -53,13 +65,18 @@ enum class Verb {
   auth_challenge,  // auth extension, server -> client: AUTH-CHALLENGE <nonce>
   auth_proof,      // auth extension, client -> server: AUTH-PROOF <name> <nonce> <proof>
   auth_ok,         // auth extension, server -> client: AUTH-OK <proof>
+  serve,           // services extension, client -> server: SERVE <service>
+  serving,         // services extension, server -> client: SERVING <service>
+  refused,         // services extension, server -> client: REFUSED <service> <reason>
   unknown,
 };
 struct Message {
   Verb verb = Verb::unknown;
   ConnId id;                          // NEW, CLOSE, FAIL
+  std::string service;                // NEW (services extension; empty without), SERVE, SERVING,
+                                      // REFUSED
   std::string word;                   // FAIL reason, PING/PONG token, ERR code, unknown verb,
-                                      // AUTH-PROOF name
+                                      // AUTH-PROOF name, REFUSED reason
   std::string text;                   // ERR text
   std::vector<std::string> features;  // OK
   std::string nonce;                  // AUTH-CHALLENGE, AUTH-PROOF
@@ -73,7 +90,8 @@ std::string control_hello(const std::vector<std::string>& features);
 std::string data_hello(const ConnId& id, std::string_view proof = {});
 std::string ok(const std::vector<std::string>& features);
 std::string err(std::string_view code, std::string_view text);
-std::string new_conn(const ConnId& id);
+// `service` empty: the core `NEW <id>`; otherwise `NEW <id> <service>` (services extension).
+std::string new_conn(const ConnId& id, std::string_view service = {});
 std::string close_conn(const ConnId& id);
 std::string fail(const ConnId& id, std::string_view reason);
 std::string ping(std::string_view token);
@@ -81,6 +99,9 @@ std::string pong(std::string_view token);
 std::string auth_challenge(std::string_view nonce);
 std::string auth_proof(std::string_view name, std::string_view nonce, std::string_view proof);
 std::string auth_ok(std::string_view proof);
+std::string serve(std::string_view service);
+std::string serving(std::string_view service);
+std::string refused(std::string_view service, std::string_view reason);
 
 // A PING/PONG token or FAIL reason: 1 to 32 printable, non-space ASCII characters.
 bool is_token(std::string_view word);
