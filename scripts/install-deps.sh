@@ -12,6 +12,7 @@ packages=(
   build-essential g++ cmake make   # compiler and build tools (CMake >= 3.25 for the presets)
   libfmt-dev libcli11-dev catch2   # the libraries (see third_party/CMakeLists.txt)
   libssl-dev                       # OpenSSL 3: HMAC-SHA256 for auth (and TLS, to come)
+  libtomlplusplus-dev              # toml++: the --config file
   python3 curl ca-certificates     # the demo's target and client
   procps iproute2                  # ps and kill for process checks; ss to find free ports
 )
@@ -20,6 +21,7 @@ case "${1:-}" in
     packages+=(
       systemd      # systemd-analyze verify, for the unit files in systemd/
       prometheus   # promtool check metrics, for the /metrics text
+      nginx        # a real target that reads the PROXY protocol header
     )
     ;;
   --fuzz)

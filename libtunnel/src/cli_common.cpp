@@ -78,7 +78,8 @@ CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string
       ->type_name("FILE");
 }
 
-void add_daemon_options(CLI::App& app, DaemonOptions& options) {
+void add_daemon_options(CLI::App& app, DaemonOptions& options, config::Tables* tables,
+                        std::vector<std::string> table_kinds) {
   add_duration(app, "--heartbeat-interval", options.heartbeat.interval,
                "How often to PING the other end of the control connection", Zero::refused);
   add_duration(app, "--heartbeat-timeout", options.heartbeat.timeout,
@@ -97,9 +98,10 @@ void add_daemon_options(CLI::App& app, DaemonOptions& options) {
       ->check(checked_by(parse_metrics, ""))
       ->type_name("HOST:PORT");
   app.set_config("--config", "",
-                 "Read options from this file (key = value, one per line); flags given on the "
-                 "command line win")
+                 "Read options from this TOML file (key = value, one per line); flags given on "
+                 "the command line win")
       ->type_name("FILE");
+  app.config_formatter(std::make_shared<config::TomlReader>(app, tables, std::move(table_kinds)));
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.set_version_flag("--version", app.get_name() + " " + TUNNEL_VERSION);
   app.add_option("--log-level", options.log_level,
@@ -114,27 +116,39 @@ void add_daemon_options(CLI::App& app, DaemonOptions& options) {
   });
 }
 
-int parse(CLI::App& app, int argc, char** argv) {
+std::optional<std::string> parse_quietly(CLI::App& app, const std::vector<std::string>& args) {
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them backwards
+    app.parse(reversed);
+  } catch (const config::Error& e) {
+    return e.what();
   } catch (const CLI::ConfigError& e) {
     // CLI11 words an unknown key as "INI was not able to parse <key>"; say it plainly.
     std::string what = e.what();
     const std::string unparsed = "INI was not able to parse ";
     if (what.starts_with(unparsed)) what = "unknown option '" + what.substr(unparsed.size()) + "'";
     auto* config = app.get_config_ptr();
-    fmt::print(stderr, "{}: --config {}: {}\n", app.get_name(),
-               config && config->count() ? config->as<std::string>() : "", what);
-    return 2;
+    return fmt::format("--config {}: {}",
+                       config && config->count() ? config->as<std::string>() : "", what);
   } catch (const CLI::FileError& e) {
     // Only the config file is read while parsing; CLI11's message names the file, not the option.
-    fmt::print(stderr, "{}: --config: {}\n", app.get_name(), e.what());
-    return 2;
+    return fmt::format("--config: {}", e.what());
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    // One line: which option, what is wrong. No usage dump after it.
-    fmt::print(stderr, "{}: {}\n", app.get_name(), e.what());
-    return 2;
+    if (e.get_exit_code() == 0) throw;
+    return e.what();
+  }
+  return std::nullopt;
+}
+
+int parse(CLI::App& app, int argc, char** argv) {
+  try {
+    if (auto error = parse_quietly(app, std::vector<std::string>(argv + 1, argv + argc))) {
+      // One line: which option, what is wrong. No usage dump after it.
+      fmt::print(stderr, "{}: {}\n", app.get_name(), *error);
+      return 2;
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   }
   return -1;
 }
