@@ -45,7 +45,13 @@ struct NamedClient {
 // The service name of the seed's one-service case (--listen-a, --target, a v1 client).
 inline constexpr std::string_view kDefaultService = "default";
 
+// Bounds of the config file: services (the protocol's bound) and named clients.
+inline constexpr size_t kMaxClients = 1024;
+
 struct ServerConfig {
+  // The arguments after the program's name, as given: what a reload parses again.
+  std::vector<std::string> args;
+  // The `default` service's address when there is one (it is also in `services`).
   HostPort listen_a{"", 18080};
   HostPort listen_b{"", 19090};
   Duration pair_timeout = 10s;
@@ -66,11 +72,17 @@ struct ServerConfig {
   DaemonOptions daemon;
 };
 
-// Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version, 2
-// after a bad flag or config, with one line on stderr).
+// Fills `config` from argv (flags and the --config file, its [service.<name>] and
+// [client.<name>] tables, token and TLS files). Returns -1 to go on, or the exit code: 0 after
+// --help/--version or a good --check-config (printed), 2 after a bad flag or config (one line on
+// stderr, "tunnel-server: <error>").
 int parse_arguments(int argc, char** argv, ServerConfig& config);
-// Checks the TLS options that go together and loads the context (a file error names the option
-// and the file). Returns -1 to go on, or 2 after one line on stderr. Called by parse_arguments.
-int load_tls(ServerConfig& config);
+// The same parse of `args` (ServerConfig::args) for a reload, printing nothing: the new config,
+// or nullopt with `error` set to the one line (without "tunnel-server: ").
+std::optional<ServerConfig> reparse_arguments(const std::vector<std::string>& args,
+                                              std::string& error);
+// Checks the TLS options that go together and loads the context. Returns the error (naming the
+// option and the file), or nullopt. Called by the two above.
+std::optional<std::string> load_tls(ServerConfig& config);
 
 }  // namespace tunnel::server

@@ -55,23 +55,31 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
   return option->check(checked_by(parse, ""))->type_name("HOST:PORT");
 }
 
+std::string read_token_option(const std::string& value) {
+  std::string path = resolve_token_path(value);
+  try {
+    return read_token_file(path);
+  } catch (const std::exception& e) {
+    // A relative name that was not found as a credential: say where it was looked for.
+    std::string hint;
+    if (path == value && !value.starts_with('/'))
+      hint = std::getenv("CREDENTIALS_DIRECTORY")
+                 ? " (not in $CREDENTIALS_DIRECTORY either)"
+                 : " (a relative name is first looked up in $CREDENTIALS_DIRECTORY, "
+                   "which is not set: under systemd, use LoadCredential=)";
+    throw std::runtime_error(e.what() + hint);
+  }
+}
+
 CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string& help) {
   return app
       .add_option_function<std::string>(
           "--token-file",
           [&token](const std::string& value) {
-            std::string path = resolve_token_path(value);
             try {
-              token = read_token_file(path);
+              token = read_token_option(value);
             } catch (const std::exception& e) {
-              // A relative name that was not found as a credential: say where it was looked for.
-              std::string hint;
-              if (path == value && !value.starts_with('/'))
-                hint = std::getenv("CREDENTIALS_DIRECTORY")
-                           ? " (not in $CREDENTIALS_DIRECTORY either)"
-                           : " (a relative name is first looked up in $CREDENTIALS_DIRECTORY, "
-                             "which is not set: under systemd, use LoadCredential=)";
-              throw CLI::ValidationError("--token-file", e.what() + hint);
+              throw CLI::ValidationError("--token-file", e.what());
             }
           },
           help)

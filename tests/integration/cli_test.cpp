@@ -244,3 +244,45 @@ TEST_CASE("a command-line flag overrides the config file") {
   CHECK_FALSE(wait_readable(second, 0ms));
   CHECK(server.log().count("reason=max-pending") == 1);
 }
+
+TEST_CASE("--check-config: reads every file, says how many services and clients, exit code 0") {
+  ConfigFile token(std::string(64, 'a') + "\n");
+  std::filesystem::permissions(
+      token.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  ConfigFile config("listen-b = \"127.0.0.1:0\"\n[client.lan1]\ntoken-file = \"" +
+                    token.path.string() +
+                    "\"\n[service.ssh]\nlisten = \"127.0.0.1:0\"\nclients = [\"lan1\"]\n"
+                    "[service.web]\nlisten = \"127.0.0.1:0\"\nsend-proxy = \"v1\"\n");
+  Run r = run(server_binary(), {"--check-config", "--config", config.path.string()});
+  INFO(r.status.describe() << "\n" << r.all());
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 0);
+  REQUIRE(r.lines.size() == 1);
+  CHECK(r.lines[0] == "tunnel-server: config OK: 2 services, 1 clients");
+  // The seed's flags alone: the service named default.
+  Run seed = run(server_binary(), ephemeral_and({"--check-config"}));
+  CHECK(seed.status.code == 0);
+  CHECK(seed.all().find("config OK: 1 services, 0 clients") != std::string::npos);
+}
+
+TEST_CASE("--check-config: a bad table is exit code 2 and one line naming file, line and key") {
+  ConfigFile config(
+      "listen-b = \"127.0.0.1:0\"\n[service.web]\nlisten = \"127.0.0.1:0\"\n"
+      "clients = [\"lan9\"]\n");
+  require_one_line(run(server_binary(), {"--check-config", "--config", config.path.string()}), 2,
+                   {"tunnel-server: --config " + config.path.string() + ":4: ",
+                    "[service.web] clients", "lan9"});
+}
+
+TEST_CASE("config file tables: a bad one stops the daemon before it listens, naming the line") {
+  ConfigFile config("[service.web]\nlisten = \"127.0.0.1:0\"\nsend-proxy = \"v9\"\n");
+  require_one_line(
+      run(server_binary(), {"--listen-b", "127.0.0.1:0", "--config", config.path.string()}), 2,
+      {config.path.string() + ":3: ", "[service.web] send-proxy", "v9"});
+}
+
+TEST_CASE("config file: an old unquoted string gets a hint, with the line") {
+  ConfigFile config("pair-timeout = \"2s\"\nlisten-b = 127.0.0.1:0\n");
+  require_one_line(run(server_binary(), {"--config", config.path.string()}), 2,
+                   {config.path.string() + ":2: ", "double quotes"});
+}

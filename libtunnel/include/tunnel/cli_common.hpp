@@ -34,6 +34,10 @@ CLI::Option* add_address(CLI::App& app, const std::string& name, HostPort& value
 // --token-file FILE: the file is read and checked while parsing (token_file.hpp), so a bad one is
 // refused before the daemon starts, naming the option, the file and the fix. `token` gets its text.
 CLI::Option* add_token_file(CLI::App& app, std::string& token, const std::string& help);
+// What --token-file does with its value, for other places that name a token file (a config
+// table): resolves the name, reads and checks the file. Throws std::runtime_error saying what is
+// wrong, and where a relative name was looked for.
+std::string read_token_option(const std::string& value);
 
 // Parses `args` (the arguments after the program name) without printing: returns the one-line
 // error (without the program's name), or nullopt to go on. --help and --version are thrown as
