@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "tunnel/log.hpp"
@@ -124,6 +125,25 @@ void add_daemon_options(CLI::App& app, DaemonOptions& options, config::Tables* t
   });
 }
 
+namespace {
+
+// "--name: what" about a value the config file gave (the flag is not on the command line):
+// prefixed with the file and the key's line, like the reader's own refusals.
+std::string with_file_line(const CLI::App& app, const std::vector<std::string>& args,
+                           std::string what) {
+  auto reader = std::dynamic_pointer_cast<const config::TomlReader>(app.get_config_formatter());
+  if (!reader || !what.starts_with("--")) return what;
+  const std::string flag = what.substr(0, what.find(':'));
+  const int line = reader->line_of(flag.substr(2));
+  const bool on_command_line = std::any_of(args.begin(), args.end(), [&](const std::string& a) {
+    return a == flag || a.starts_with(flag + "=");
+  });
+  if (line == 0 || on_command_line) return what;
+  return fmt::format("--config {}:{}: {}", reader->file(), line, what);
+}
+
+}  // namespace
+
 std::optional<std::string> parse_quietly(CLI::App& app, const std::vector<std::string>& args) {
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them backwards
@@ -143,7 +163,7 @@ std::optional<std::string> parse_quietly(CLI::App& app, const std::vector<std::s
     return fmt::format("--config: {}", e.what());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) throw;
-    return e.what();
+    return with_file_line(app, args, e.what());
   }
   return std::nullopt;
 }

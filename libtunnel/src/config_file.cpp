@@ -11,7 +11,7 @@
 namespace tunnel::config {
 namespace {
 
-int line_of(const toml::source_region& where) {
+int start_line(const toml::source_region& where) {
   return static_cast<int>(where.begin.line);
 }
 
@@ -160,14 +160,22 @@ std::string TomlReader::to_config(const CLI::App*, bool, bool, std::string) cons
   return {};  // the daemons never write their config
 }
 
+int TomlReader::line_of(std::string_view key) const {
+  for (const auto& [name, line] : key_lines_)
+    if (name == key) return line;
+  return 0;
+}
+
 std::vector<CLI::ConfigItem> TomlReader::from_config(std::istream& input) const {
   const std::string file = file_name();
+  file_ = file;
+  key_lines_.clear();
   const std::string text(std::istreambuf_iterator<char>(input), {});
   toml::table root;
   try {
     root = toml::parse(text, file);
   } catch (const toml::parse_error& e) {
-    const int line = line_of(e.source());
+    const int line = start_line(e.source());
     fail(file, line, std::string(e.description()) + syntax_hint(nth_line(text, line)));
   }
 
@@ -176,7 +184,7 @@ std::vector<CLI::ConfigItem> TomlReader::from_config(std::istream& input) const 
   Tables found{file, {}};
   for (const auto& [key, node] : root) {
     const std::string name(key.str());
-    const int line = line_of(key.source());
+    const int line = start_line(key.source());
     if (const toml::array* array = node.as_array(); array && array->is_array_of_tables())
       fail(file, line, fmt::format("[[{}]]: arrays of tables are not accepted", name));
     if (const toml::table* kind_table = node.as_table()) {
@@ -189,12 +197,12 @@ std::vector<CLI::ConfigItem> TomlReader::from_config(std::istream& input) const 
         const std::string table_name(table_key.str());
         const toml::table* entries = table_node.as_table();
         if (!entries)
-          fail(file, line_of(table_key.source()),
+          fail(file, start_line(table_key.source()),
                fmt::format("{}: expected a table [{}.{}]", name, name, table_name));
-        Table table{file, name, table_name, line_of(table_node.source()), {}};
+        Table table{file, name, table_name, start_line(table_node.source()), {}};
         for (const auto& [entry_key, entry_node] : *entries) {
           const std::string entry(entry_key.str());
-          const int entry_line = line_of(entry_key.source());
+          const int entry_line = start_line(entry_key.source());
           if (entry_node.is_table())
             fail(file, entry_line,
                  fmt::format("{} {}: nested tables are not accepted", table.header(), entry));
@@ -212,8 +220,12 @@ std::vector<CLI::ConfigItem> TomlReader::from_config(std::istream& input) const 
       }
       continue;
     }
-    if (!app_.get_option_no_throw("--" + name))
-      fail(file, line, fmt::format("unknown key '{}'", name));
+    const CLI::Option* option = app_.get_option_no_throw("--" + name);
+    if (!option) fail(file, line, fmt::format("unknown key '{}'", name));
+    // CLI11 would count `flag = 3` as three; a flag in the file is true or false.
+    if (option->get_expected_min() == 0 && !node.is_boolean())
+      fail(file, line, fmt::format("{}: expected true or false", name));
+    key_lines_.emplace_back(name, line);
     CLI::ConfigItem item;
     item.name = name;
     const char* expected = "expected a string, an integer, true/false or an array of them";

@@ -176,12 +176,25 @@ TEST_CASE("config file: unknown keys, other tables and bad syntax are refused wi
   }
 }
 
-TEST_CASE("config file: a value's own check still names the key (CLI11's validators run)") {
-  TempFile file("drain-timeout = \"soon\"\n");
+TEST_CASE("config file: a value's own check names the key, and its line when the file gave it") {
+  TempFile file("count = 1\ndrain-timeout = \"soon\"\n");
   Daemon d;
   const std::string error = d.parse_file(file);
-  CHECK(error.find("drain-timeout") != std::string::npos);
+  CHECK(error.starts_with("--config " + file.path + ":2: --drain-timeout: "));
   CHECK(error.find("soon") != std::string::npos);
+  // The command line's bad value is the command line's: no file, no line.
+  Daemon again;
+  const std::string flag_error = again.parse_file(file, {"--drain-timeout", "later"});
+  CHECK(flag_error.starts_with("--drain-timeout: "));
+  CHECK(flag_error.find("later") != std::string::npos);
+}
+
+TEST_CASE("config file: a flag is true or false, not a count") {
+  require_refused("count = 1\nflag = 3\n", 2, {"flag", "expected true or false"});
+  TempFile file("flag = false\n");
+  Daemon d;
+  REQUIRE(d.parse_file(file).empty());
+  CHECK_FALSE(d.flag);
 }
 
 TEST_CASE("config file: a missing file names --config and the file") {

@@ -108,12 +108,19 @@ class TomlReader : public CLI::Config {
   std::vector<CLI::ConfigItem> from_config(std::istream& input) const override;
   std::string to_config(const CLI::App*, bool, bool, std::string) const override;
 
+  // The file and the line of a top-level key after a parse ("" and 0 when the file has none), so
+  // that a flag's own check failing on the file's value can name the line.
+  const std::string& file() const { return file_; }
+  int line_of(std::string_view key) const;
+
  private:
   std::string file_name() const;
 
   const CLI::App& app_;
   Tables* tables_;
   std::vector<std::string> kinds_;
+  mutable std::string file_;
+  mutable std::vector<std::pair<std::string, int>> key_lines_;
 };
 
 }  // namespace tunnel::config
