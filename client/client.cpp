@@ -1,5 +1,5 @@
-// How the client's pieces meet: the control connection passes NEW/CLOSE to the link table, and
-// the link table sends FAIL back through it.
+// How the client's pieces meet: the control connection passes NEW/CLOSE to the link table (NEW
+// routed to its service's target), and the link table sends FAIL back through it.
 #include "client.hpp"
 
 #include <ctime>
@@ -10,32 +10,51 @@
 namespace tunnel::client {
 
 Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses server,
-               SocketAddresses target)
+               std::vector<ResolvedService> services)
     : loop_(loop),
       config_(config),
       server_(std::move(server)),
-      target_(std::move(target)),
-      control_(loop, server_, config.dial_timeout, config.reconnect_max, config.daemon.heartbeat,
-               ClientAuth{config.token, config.name}, config.tls,
-               ControlConnection::Events{[this] { on_online(); },
-                                         [this](const ConnId& id) {
-                                           ++counters_.requested;
-                                           links_.on_new(id);
-                                         },
-                                         [this](const ConnId& id) { links_.on_close(id); }}),
-      links_(loop, control_, server_, target_, config.dial_timeout, config.tls, config.tls_resume,
-             LinkTable::Events{
-                 [this](FailReason reason) { ++counters_.failed[static_cast<size_t>(reason)]; },
-                 [this] { ++counters_.relayed; },
-                 [this](const RelayOutcome& outcome) {
-                   counters_.bytes_to_target += outcome.bytes_to_service;
-                   counters_.bytes_from_target += outcome.bytes_to_visitor;
-                 }}),
+      catalog_(std::move(services)),
+      control_(loop, server_, catalog_, config.dial_timeout, config.reconnect_max,
+               config.daemon.heartbeat, ClientAuth{config.token, config.name}, config.tls,
+               ControlConnection::Events{
+                   [this] { on_online(); },
+                   [this](const ConnId& id, std::string_view service) { on_new(id, service); },
+                   [this](const ConnId& id) { links_.on_close(id); }}),
+      links_(loop, control_, server_, catalog_, config.dial_timeout, config.tls, config.tls_resume,
+             LinkTable::Events{[this](FailReason reason, std::optional<size_t> service) {
+                                 auto r = static_cast<size_t>(reason);
+                                 ++counters_.failed[r];
+                                 if (service) ++service_counters_[*service].failed[r];
+                               },
+                               [this](size_t service) {
+                                 ++counters_.relayed;
+                                 ++service_counters_[service].relayed;
+                               },
+                               [this](const RelayOutcome& outcome, std::optional<size_t> service) {
+                                 counters_.bytes_to_target += outcome.bytes_to_service;
+                                 counters_.bytes_from_target += outcome.bytes_to_visitor;
+                                 if (!service) return;
+                                 auto& counters = service_counters_[*service];
+                                 counters.bytes_to_target += outcome.bytes_to_service;
+                                 counters.bytes_from_target += outcome.bytes_to_visitor;
+                               }}),
+      service_counters_(catalog_.size()),
       start_time_(static_cast<double>(std::time(nullptr))),
       summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters_, gauges()); }) {
-  metrics_ = MetricsEndpoint::start_if_asked(
-      loop_, config_.daemon.metrics_listen, [this] { return render_metrics(counters_, gauges()); });
+  metrics_ = MetricsEndpoint::start_if_asked(loop_, config_.daemon.metrics_listen, [this] {
+    return render_metrics(counters_, gauges()) +
+           render_service_metrics(catalog_, service_counters_, control_.services(), links_);
+  });
   summary_timer_.start();
+}
+
+void Client::on_new(const ConnId& id, std::string_view service) {
+  ++counters_.requested;
+  auto index = catalog_.for_new(service);
+  if (!index) return links_.refuse_unknown(id, service.empty() ? kDefaultService : service);
+  ++service_counters_[*index].requested;
+  links_.on_new(id, *index);
 }
 
 ClientGauges Client::gauges() const {

@@ -8,14 +8,17 @@
 #include "client_metrics.hpp"
 #include "control_connection.hpp"
 #include "link_table.hpp"
+#include "service_catalog.hpp"
+#include "service_metrics.hpp"
 #include "tunnel/metrics_endpoint.hpp"
 
 namespace tunnel::client {
 
 class Client {
  public:
+  // `services`: the configured services with their targets resolved, in the config's order.
   Client(EventLoop& loop, const ClientConfig& config, SocketAddresses server,
-         SocketAddresses target);
+         std::vector<ResolvedService> services);
 
   void start() { control_.start(); }
   // Closes the control connection and the connections still being set up; calls `drained` once
@@ -26,20 +29,23 @@ class Client {
 
   const LinkTable& links() const { return links_; }
   const ControlConnection& control() const { return control_; }
+  const ServiceCatalog& services() const { return catalog_; }
 
  private:
   void on_online();
+  void on_new(const ConnId& id, std::string_view service);
   ClientGauges gauges() const;
 
   EventLoop& loop_;
   ClientConfig config_;
   SocketAddresses server_;
-  SocketAddresses target_;
+  ServiceCatalog catalog_;
   ControlConnection control_;
   LinkTable links_;
   bool ready_sent_ = false;
 
   ClientCounters counters_;
+  std::vector<ServiceCounters> service_counters_;  // by catalog index
   double start_time_;
   ClientSummary summary_;
   PeriodicTimer summary_timer_;

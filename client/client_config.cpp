@@ -14,15 +14,36 @@ namespace tunnel::client {
 int parse_arguments(int argc, char** argv, ClientConfig& config) {
   CLI::App app{
       "tunnel-client: the private end of a reverse TCP tunnel. Keeps a connection to the\n"
-      "tunnel-server's port B and carries each external connection to the --target service.",
+      "tunnel-server's port B and carries each external connection to its service's target.",
       "tunnel-client"};
   app.get_formatter()->column_width(36);
   cli::add_address(app, "--server", config.server, false,
                    "The tunnel-server's port B: host:port or [v6]:port")
       ->required();
-  cli::add_address(app, "--target", config.target, false,
-                   "The service to expose, as seen from this host: host:port")
-      ->required();
+  HostPort target;
+  auto* target_option = cli::add_address(
+      app, "--target", target, false,
+      "The service to expose, as seen from this host: host:port (the service named default)");
+  std::vector<ClientService> service_flags;
+  app.add_option_function<std::vector<std::string>>(
+         "--service",
+         [&service_flags](const std::vector<std::string>& values) {
+           for (const auto& value : values) service_flags.push_back(parse_service_flag(value));
+         },
+         "A service to expose, by name, and its target as seen from this host (repeatable)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            try {
+              parse_service_flag(text);
+              return {};
+            } catch (const std::exception& e) {
+              return e.what();
+            }
+          },
+          ""))
+      ->type_name("NAME=HOST:PORT");
+  app.add_flag("--check-config", config.check_config,
+               "Check the flags and the config file, say whether they are right, and exit");
   cli::add_duration(app, "--dial-timeout", config.dial_timeout,
                     "Bound on connecting to the target (and to the server)", cli::Zero::refused);
   cli::add_duration(app, "--reconnect-max", config.reconnect_max,
@@ -60,9 +81,26 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
                  "handshake (false: to measure what resumption saves)")
       ->capture_default_str()
       ->type_name("BOOL");
-  cli::add_daemon_options(app, config.daemon);
+  config::Tables tables;
+  cli::add_daemon_options(app, config.daemon, &tables, {"service"});
   if (int code = cli::parse(app, argc, argv); code >= 0) return code;
-  return load_tls(config);
+  // In the order given: --target (the service named default), --service flags, the file's tables.
+  config.services.clear();
+  if (target_option->count() > 0)
+    config.services.push_back({std::string(kDefaultService), target, "--target"});
+  for (auto& service : service_flags) config.services.push_back(std::move(service));
+  try {
+    for (auto& service : services_from_tables(tables))
+      config.services.push_back(std::move(service));
+    check_services(config.services);
+  } catch (const std::exception& e) {  // config::Error, ServiceConfigError: one line each
+    fmt::print(stderr, "tunnel-client: {}\n", e.what());
+    return 2;
+  }
+  if (int code = load_tls(config); code >= 0) return code;
+  if (!config.check_config) return -1;
+  fmt::print("tunnel-client: config OK: {} services\n", config.services.size());
+  return 0;
 }
 
 int load_tls(ClientConfig& config) {

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "service_config.hpp"
 #include "tunnel/address.hpp"
 #include "tunnel/daemon_options.hpp"
 #include "tunnel/duration.hpp"
@@ -16,7 +18,7 @@ using namespace std::chrono_literals;
 
 struct ClientConfig {
   HostPort server;
-  HostPort target;
+  std::vector<ClientService> services;  // at least one; --target is the one named `default`
   Duration dial_timeout = 5s;
   Duration reconnect_max = 30s;
   std::string token;            // the auth extension's token, from --token-file; empty: no auth
@@ -30,10 +32,11 @@ struct ClientConfig {
   bool tls_resume = true;  // data connections resume the TLS session (off: to measure its worth)
   std::shared_ptr<tls::ClientContext> tls;
   DaemonOptions daemon;
+  bool check_config = false;  // --check-config: parse, say so, exit
 };
 
-// Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version, 2
-// after a bad flag or config, with one line on stderr).
+// Fills `config` from argv. Returns -1 to go on, or the exit code (0 after --help/--version or a
+// --check-config that found nothing wrong, 2 after a bad flag or config, with one line on stderr).
 int parse_arguments(int argc, char** argv, ClientConfig& config);
 // Checks the TLS options that go together and loads the context (a file error names the option
 // and the file). Returns -1 to go on, or 2 after one line on stderr. Called by parse_arguments.

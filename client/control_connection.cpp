@@ -1,6 +1,9 @@
 // Control connection life: backing_off -> connecting -> [awaiting_challenge -> awaiting_auth_ok ->]
 // awaiting_answer -> online -> (lost) -> backing_off ... The bracketed states only with a token.
+// The hello always offers `services`; an OK that lists it is followed by one SERVE per service.
 #include "control_connection.hpp"
+
+#include <vector>
 
 #include "tunnel/log.hpp"
 #include "tunnel/protocol.hpp"
@@ -14,15 +17,17 @@ constexpr Duration kStableAfter = std::chrono::minutes(1);
 }  // namespace
 
 ControlConnection::ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
-                                     Duration dial_timeout, Duration reconnect_max,
-                                     HeartbeatSettings heartbeat, ClientAuth auth,
-                                     std::shared_ptr<tls::ClientContext> tls, Events events)
+                                     const ServiceCatalog& services, Duration dial_timeout,
+                                     Duration reconnect_max, HeartbeatSettings heartbeat,
+                                     ClientAuth auth, std::shared_ptr<tls::ClientContext> tls,
+                                     Events events)
     : loop_(loop),
       server_(server),
       server_name_(server.front().to_string()),
       dial_timeout_(dial_timeout),
       auth_(std::move(auth)),
       events_(std::move(events)),
+      services_(services),
       tls_(std::move(tls)),
       backoff_(kFirstRetry, reconnect_max),
       heartbeat_(
@@ -90,13 +95,11 @@ void ControlConnection::start_session(StreamSocket socket) {
       });
   // The heartbeat also bounds the wait for the server's answers.
   heartbeat_.start();
-  if (auth_.token.empty()) {
-    move_to(ControlState::awaiting_answer);
-    connection_->send(protocol::control_hello({}));
-  } else {
-    move_to(ControlState::awaiting_challenge);
-    connection_->send(protocol::control_hello({std::string(auth::kFeature)}));
-  }
+  std::vector<std::string> features;
+  if (!auth_.token.empty()) features.emplace_back(auth::kFeature);
+  features.emplace_back(protocol::kServicesFeature);
+  move_to(auth_.token.empty() ? ControlState::awaiting_answer : ControlState::awaiting_challenge);
+  connection_->send(protocol::control_hello(features));
 }
 
 void ControlConnection::on_line(std::string_view line) {
@@ -119,7 +122,13 @@ void ControlConnection::on_line(std::string_view line) {
 
   switch (message.verb) {
     case protocol::Verb::new_conn:
-      events_.on_new(message.id);
+      events_.on_new(message.id, message.service);
+      break;
+    case protocol::Verb::serving:
+      services_.on_serving(message.service);
+      break;
+    case protocol::Verb::refused:
+      services_.on_refused(message.service, message.word);
       break;
     case protocol::Verb::close_conn:
       events_.on_close(message.id);
@@ -180,6 +189,8 @@ void ControlConnection::on_answer(const protocol::Message& message) {
     stable_.arm(kStableAfter);
     TLOG_INFO("event=online server={} client={} auth={}", server_name_, auth_.name,
               auth_.token.empty() ? "none" : "token");
+    if (auto serve = services_.on_ok(message.features, server_name_); !serve.empty())
+      connection_->send(serve);
     return events_.on_online();
   }
   if (message.verb == protocol::Verb::err)
@@ -205,6 +216,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
   }
   stable_.cancel();
   heartbeat_.stop();
+  services_.on_lost();
   if (state_ == ControlState::stopped) return;
   move_to(ControlState::backing_off);
   auto delay = backoff_.next();
@@ -215,6 +227,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
 
 void ControlConnection::stop() {
   move_to(ControlState::stopped);
+  services_.on_lost();
   retry_.cancel();
   stable_.cancel();
   heartbeat_.stop();

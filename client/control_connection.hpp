@@ -1,5 +1,6 @@
-// The client's control connection to port B: connects, says hello, passes NEW/CLOSE on, answers
-// PING, and when the link is lost or refused reconnects with exponential backoff and full jitter.
+// The client's control connection to port B: connects, says hello, registers its services, passes
+// NEW/CLOSE on, answers PING, and when the link is lost or refused reconnects with exponential
+// backoff and full jitter.
 #pragma once
 
 #include <functional>
@@ -9,6 +10,7 @@
 #include <string_view>
 
 #include "control_link.hpp"
+#include "service_registration.hpp"
 #include "tunnel/auth.hpp"
 #include "tunnel/backoff.hpp"
 #include "tunnel/conn_id.hpp"
@@ -43,14 +45,16 @@ class ControlConnection final : public ControlLink {
  public:
   struct Events {
     std::function<void()> on_online;
-    std::function<void(const ConnId&)> on_new;
+    // The service as NEW names it: empty when it names none (an older server).
+    std::function<void(const ConnId&, std::string_view service)> on_new;
     std::function<void(const ConnId&)> on_close;
   };
 
-  // `server` must outlive this object.
+  // `server` and `services` must outlive this object.
   // `tls` null: plain TCP to port B.
-  ControlConnection(EventLoop& loop, std::span<const SocketAddress> server, Duration dial_timeout,
-                    Duration reconnect_max, HeartbeatSettings heartbeat, ClientAuth auth,
+  ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
+                    const ServiceCatalog& services, Duration dial_timeout, Duration reconnect_max,
+                    HeartbeatSettings heartbeat, ClientAuth auth,
                     std::shared_ptr<tls::ClientContext> tls, Events events);
 
   void start();
@@ -62,6 +66,8 @@ class ControlConnection final : public ControlLink {
   bool online() const { return state_ == ControlState::online; }
   // Attempts made after a failure or a lost connection.
   uint64_t reconnects() const { return reconnects_; }
+  // What the server said about each service in this session.
+  const ServiceRegistration& services() const { return services_; }
 
  private:
   void connect();
@@ -83,6 +89,7 @@ class ControlConnection final : public ControlLink {
   Duration dial_timeout_;
   ClientAuth auth_;
   Events events_;
+  ServiceRegistration services_;
   // Auth, per connection: what the server must prove, the key that follows, and the key of the
   // last session whose server proved itself (the one data lines use).
   crypto::Digest expected_server_proof_{};

@@ -1,5 +1,6 @@
 // Why the client could not serve a NEW <id>: the word it sends in FAIL <id> <reason>, logs and
-// counts. A target failure is the connector's reason; a data-connection failure has its own.
+// counts. A target failure is the connector's reason; a data-connection failure and a service we
+// do not serve have their own.
 #pragma once
 
 #include <cstddef>
@@ -10,14 +11,15 @@
 namespace tunnel::client {
 
 enum class FailReason {
-  connection_refused,           // the target refused
-  timeout,                      // the target did not answer within --dial-timeout
-  unreachable,                  // no route to the target
-  reset,                        // the target reset while connecting
-  out_of_descriptors,           // the client ran out of descriptors
-  connect_failed,               // any other connect error toward the target
-  data_connect_failed,          // the data connection to port B could not be made
-  last_ = data_connect_failed,  // keep last: sizes the counters
+  connection_refused,       // the target refused
+  timeout,                  // the target did not answer within --dial-timeout
+  unreachable,              // no route to the target
+  reset,                    // the target reset while connecting
+  out_of_descriptors,       // the client ran out of descriptors
+  connect_failed,           // any other connect error toward the target
+  data_connect_failed,      // the data connection to port B could not be made
+  unknown_service,          // NEW named a service this client does not serve
+  last_ = unknown_service,  // keep last: sizes the counters
 };
 inline constexpr size_t kFailReasons = static_cast<size_t>(FailReason::last_) + 1;
 
@@ -38,6 +40,8 @@ constexpr std::string_view to_string(FailReason reason) {
       return "connect-failed";
     case FailReason::data_connect_failed:
       return "data-connect-failed";
+    case FailReason::unknown_service:
+      return "unknown-service";
   }
   return "?";
 }

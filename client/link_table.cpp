@@ -1,5 +1,5 @@
 // The life of one connection id on the client (docs/ARCHITECTURE.md has the table):
-//   NEW <id>            -> dialing_both         B and the target are dialed at once
+//   NEW <id> [service]  -> dialing_both         B and that service's target are dialed at once
 //   dialing_both        -> waiting_for_target   B connected first
 //   dialing_both        -> waiting_for_server   the target connected first
 //   waiting_for_target  -> dialing_target       the server closed B meanwhile (its handshake
@@ -48,6 +48,7 @@ std::string_view to_string(LinkState state) {
 
 struct LinkTable::Link {
   ConnId id;
+  size_t service = 0;  // index in the catalog: which target, and the name in logs
   LinkState state = LinkState::dialing_both;
   std::unique_ptr<Connector> server_dial;
   std::unique_ptr<tls::Handshake> server_tls;  // over TLS: after the dial, before B counts as up
@@ -61,23 +62,30 @@ struct LinkTable::Link {
 };
 
 LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
-                     std::span<const SocketAddress> target, Duration dial_timeout,
+                     const ServiceCatalog& services, Duration dial_timeout,
                      std::shared_ptr<tls::ClientContext> tls, bool tls_resume, Events events)
     : loop_(loop),
       control_(control),
       tls_(std::move(tls)),
       tls_resume_(tls_resume),
       server_(server),
-      target_(target),
+      services_(services),
       dial_timeout_(dial_timeout),
       events_(std::move(events)),
+      relaying_by_service_(services.size()),
       relays_(loop, [this](const ConnId& id, const RelayOutcome& outcome, Duration lasted) {
+        std::optional<size_t> service;
+        if (auto found = relay_services_.find(id); found != relay_services_.end()) {
+          service = found->second;
+          // A relay under the same id started since (announced again) still needs its entry.
+          if (!relays_.contains(id)) relay_services_.erase(found);
+        }
         TLOG_DEBUG(
-            "event=conn-closed conn={} bytes_to_target={} bytes_from_target={} duration_ms={} "
-            "reason=\"{}\"",
-            id.short_hex(), outcome.bytes_to_service, outcome.bytes_to_visitor, lasted.count(),
-            outcome.reason);
-        events_.on_relay_ended(outcome);
+            "event=conn-closed conn={} service={} bytes_to_target={} bytes_from_target={} "
+            "duration_ms={} reason=\"{}\"",
+            id.short_hex(), service ? services_.name(*service) : "?", outcome.bytes_to_service,
+            outcome.bytes_to_visitor, lasted.count(), outcome.reason);
+        events_.on_relay_ended(outcome, service);
         // A relay still in the set under this id is a newer one (the id was announced again and
         // the stale relay aborted): this report is not about it.
         auto it = links_.find(id);
@@ -94,28 +102,41 @@ std::optional<LinkState> LinkTable::state_of(const ConnId& id) const {
 }
 
 void LinkTable::move_to(Link& link, LinkState next) {
-  TLOG_DEBUG("event=link-state conn={} from={} to={}", link.id.short_hex(), to_string(link.state),
-             to_string(next));
+  TLOG_DEBUG("event=link-state conn={} service={} from={} to={}", link.id.short_hex(),
+             services_.name(link.service), to_string(link.state), to_string(next));
   --counts_[static_cast<size_t>(link.state)];
+  if (link.state == LinkState::relaying) --relaying_by_service_[link.service];
   link.state = next;
   if (next != LinkState::ended) ++counts_[static_cast<size_t>(next)];  // ended links are not kept
+  if (next == LinkState::relaying) ++relaying_by_service_[link.service];
 }
 
-void LinkTable::on_new(const ConnId& id) {
+void LinkTable::on_new(const ConnId& id, size_t service) {
   if (links_.contains(id)) {
     // Ids are never reused, so a repeat is the server announcing it again to a new session: the
     // earlier attempt's DATA was refused or never arrived. Nothing of it may block the new one.
-    TLOG_DEBUG("event=link-restarted conn={} reason=announced-again", id.short_hex());
+    TLOG_DEBUG("event=link-restarted conn={} service={} reason=announced-again", id.short_hex(),
+               services_.name(service));
     remove(id);
   }
   auto link = std::make_unique<Link>();
   link->id = id;
+  link->service = service;
   Link& added = *links_.emplace(id, std::move(link)).first->second;
   ++counts_[static_cast<size_t>(LinkState::dialing_both)];
   added.target_dial = std::make_unique<Connector>(
-      loop_, target_, dial_timeout_,
+      loop_, services_.target(service), dial_timeout_,
       [this, id](Fd fd, std::error_code ec) { on_target_dialed(id, std::move(fd), ec); });
   dial_server(added);
+}
+
+void LinkTable::refuse_unknown(const ConnId& id, std::string_view service) {
+  control_.send_line(protocol::fail(id, to_string(FailReason::unknown_service)));
+  events_.on_failure(FailReason::unknown_service, std::nullopt);
+  uint64_t suppressed = 0;
+  if (failure_log_.allow(suppressed))
+    TLOG_WARN("event=unknown-service conn={} service={} suppressed={}", id.short_hex(), service,
+              suppressed);
 }
 
 void LinkTable::dial_server(Link& link) {
@@ -154,8 +175,9 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
         if (found == links_.end()) return;
         uint64_t suppressed = 0;
         if (tls_log_.allow(suppressed))
-          TLOG_WARN("event=tls-failed conn={} reason={} detail=\"{}\" suppressed={}",
-                    id.short_hex(), tls::to_string(failure), log::escaped(detail), suppressed);
+          TLOG_WARN("event=tls-failed conn={} service={} reason={} detail=\"{}\" suppressed={}",
+                    id.short_hex(), services_.name(found->second->service), tls::to_string(failure),
+                    log::escaped(detail), suppressed);
         loop_.destroy_later(std::move(found->second->server_tls));
         fail(*found->second, FailReason::data_connect_failed);
       });
@@ -219,8 +241,9 @@ void LinkTable::on_data_readable(const ConnId& id) {
     }
   }
   TLOG_DEBUG(
-      "event=data-closed-early conn={} detail=\"server closed B before the target answered\"",
-      id.short_hex());
+      "event=data-closed-early conn={} service={} detail=\"server closed B before the target "
+      "answered\"",
+      id.short_hex(), services_.name(link.service));
   // Inside the channel's own handler: close it now, free it later.
   link.data->close();
   link.data_tls.reset();
@@ -246,24 +269,26 @@ void LinkTable::start_relay(Link& link, StreamSocket data) {
   }
   move_to(link, LinkState::relaying);
   set_keepalive(data.fd.get());
-  events_.on_relaying();
+  relay_services_[link.id] = link.service;
+  events_.on_relaying(link.service);
   if (data.tls)
     relays_.start(link.id, std::move(data.fd), std::move(link.target), TlsSide::visitor,
                   std::move(data.tls));
   else
     relays_.start(link.id, std::move(data.fd), std::move(link.target));
-  TLOG_DEBUG("event=relaying conn={}", link.id.short_hex());
+  TLOG_DEBUG("event=relaying conn={} service={}", link.id.short_hex(),
+             services_.name(link.service));
 }
 
 void LinkTable::fail(Link& link, FailReason reason) {
   // Tell the server first, so the external connection is closed at once with the right reason.
   control_.send_line(protocol::fail(link.id, to_string(reason)));
-  events_.on_failure(reason);
+  events_.on_failure(reason, link.service);
   uint64_t suppressed = 0;
   if (failure_log_.allow(suppressed))
-    TLOG_WARN("event={} conn={} reason={} suppressed={}",
+    TLOG_WARN("event={} conn={} service={} reason={} suppressed={}",
               reason == FailReason::data_connect_failed ? "data-connect-failed" : "target-failed",
-              link.id.short_hex(), to_string(reason), suppressed);
+              link.id.short_hex(), services_.name(link.service), to_string(reason), suppressed);
   remove(link.id);
 }
 
@@ -272,7 +297,8 @@ void LinkTable::on_close(const ConnId& id) {
   if (it == links_.end()) return;
   // The external side left before pairing, or the server refused our DATA after its deadline:
   // either way no relay of this id can serve anyone.
-  TLOG_DEBUG("event=link-cancelled conn={} state={}", id.short_hex(), to_string(it->second->state));
+  TLOG_DEBUG("event=link-cancelled conn={} service={} state={}", id.short_hex(),
+             services_.name(it->second->service), to_string(it->second->state));
   remove(id);
 }
 

@@ -10,9 +10,11 @@
 #include <span>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "control_link.hpp"
 #include "fail_reason.hpp"
+#include "service_catalog.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
 #include "tunnel/log.hpp"
@@ -30,30 +32,35 @@ enum class LinkState {
   waiting_for_server,  // target connected, B still connecting
   relaying,            // DATA <id> sent; bytes flow
   ended,               // finished; the link leaves the table in the same step
-  // Room here for the pool (a pooled data connection handed an id) and a service per link.
+  // Room here for the pool (a pooled data connection handed an id).
 };
 inline constexpr size_t kLinkStates = static_cast<size_t>(LinkState::ended) + 1;
 std::string_view to_string(LinkState state);
 
 class LinkTable {
  public:
+  // `service` is an index into the catalog; none for a NEW naming a service we do not have.
   struct Events {
-    std::function<void(FailReason)> on_failure;               // FAIL sent
-    std::function<void()> on_relaying;                        // a link reached its relay
-    std::function<void(const RelayOutcome&)> on_relay_ended;  // for the byte counters
+    std::function<void(FailReason, std::optional<size_t> service)> on_failure;  // FAIL sent
+    std::function<void(size_t service)> on_relaying;  // a link reached its relay
+    // For the byte counters; `service` is none only for a relay whose link was announced again.
+    std::function<void(const RelayOutcome&, std::optional<size_t> service)> on_relay_ended;
   };
 
-  // `server` and `target` must outlive the table.
+  // `server` and `services` (each service's target) must outlive the table.
   // `tls` null: plain TCP to port B. `tls_resume` false: every data connection does a full
   // handshake (to measure what resumption saves).
   LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
-            std::span<const SocketAddress> target, Duration dial_timeout,
+            const ServiceCatalog& services, Duration dial_timeout,
             std::shared_ptr<tls::ClientContext> tls, bool tls_resume, Events events);
   ~LinkTable();
 
-  // NEW <id>. An id already here means the server gave up on the earlier attempt (the session was
-  // lost before DATA arrived): that attempt is ended and a fresh one starts.
-  void on_new(const ConnId& id);
+  // NEW <id> for the service at `service` in the catalog: its target is dialed. An id already
+  // here means the server gave up on the earlier attempt (the session was lost before DATA
+  // arrived): that attempt is ended and a fresh one starts.
+  void on_new(const ConnId& id, size_t service);
+  // NEW <id> naming `service`, which we do not serve: FAIL <id> unknown-service.
+  void refuse_unknown(const ConnId& id, std::string_view service);
   // CLOSE <id>: the server will not pair this id; whatever is left of it ends.
   void on_close(const ConnId& id);
 
@@ -62,6 +69,8 @@ class LinkTable {
   void abort_relays();
 
   size_t count(LinkState state) const { return counts_[static_cast<size_t>(state)]; }
+  // Links of that service relaying now.
+  size_t relaying(size_t service) const { return relaying_by_service_[service]; }
   size_t size() const { return links_.size(); }
   std::optional<LinkState> state_of(const ConnId& id) const;
   const RelaySet& relays() const { return relays_; }
@@ -86,11 +95,14 @@ class LinkTable {
   std::shared_ptr<tls::ClientContext> tls_;
   bool tls_resume_;
   std::span<const SocketAddress> server_;
-  std::span<const SocketAddress> target_;
+  const ServiceCatalog& services_;
   Duration dial_timeout_;
   Events events_;
   Links links_;
   std::array<size_t, kLinkStates> counts_{};
+  std::vector<size_t> relaying_by_service_;
+  // The service of each relay still reporting, for the byte counters: a relay outlives its link.
+  std::unordered_map<ConnId, size_t, ConnIdHash> relay_services_;
   RelaySet relays_;
   log::RateLimit failure_log_;
   log::RateLimit tls_log_;

@@ -1,6 +1,8 @@
 // tunnel-client entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain.
 #include <cstdio>
-#include <tuple>
+#include <optional>
+#include <string_view>
+#include <vector>
 
 #include "client.hpp"
 #include "tunnel/log.hpp"
@@ -17,28 +19,39 @@ int main(int argc, char** argv) {
 
   // Names are resolved once, here, before the loop runs: DNS never blocks the loop. Every address
   // is kept: connecting tries them in order (localhost may be ::1 first, the service on IPv4 only).
-  SocketAddresses server, target;
-  for (auto [option, name, out] : {std::tuple{"--server", &config.server, &server},
-                                   std::tuple{"--target", &config.target, &target}}) {
+  auto resolved = [](std::string_view origin,
+                     const HostPort& name) -> std::optional<SocketAddresses> {
     try {
-      *out = resolve(*name, false);
+      return resolve(name, false);
     } catch (const std::exception& e) {
-      fmt::print(stderr, "tunnel-client: {}: {}\n", option, e.what());
-      return 1;
+      fmt::print(stderr, "tunnel-client: {}: {}\n", origin, e.what());
+      return std::nullopt;
     }
+  };
+  auto server = resolved("--server", config.server);
+  if (!server) return 1;
+  std::vector<client::ResolvedService> services;
+  services.reserve(config.services.size());
+  for (const auto& service : config.services) {
+    auto target = resolved(service.origin, service.target);
+    if (!target) return 1;
+    services.push_back({service.name, std::move(*target)});
   }
-  std::string target_name = target.front().to_string();
 
   EventLoop loop;
   std::unique_ptr<client::Client> client;
   try {
-    client = std::make_unique<client::Client>(loop, config, std::move(server), std::move(target));
+    client =
+        std::make_unique<client::Client>(loop, config, std::move(*server), std::move(services));
   } catch (const std::exception& e) {
     fmt::print(stderr, "tunnel-client: {}\n", e.what());
     return 1;
   }
-  TLOG_INFO("event=started version={} fd_limit={} target={}", TUNNEL_VERSION, fd_limit,
-            target_name);
+  TLOG_INFO("event=started version={} fd_limit={} services={}", TUNNEL_VERSION, fd_limit,
+            config.services.size());
+  for (size_t i = 0; i < client->services().size(); ++i)
+    TLOG_INFO("event=service-target service={} target={}", client->services().name(i),
+              client->services().target(i).front().to_string());
   GracefulShutdown shutdown(
       loop, config.daemon.drain_timeout,
       {[&](std::function<void()> drained) { client->drain(std::move(drained)); },

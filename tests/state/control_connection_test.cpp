@@ -23,7 +23,7 @@ namespace {
 constexpr tunnel::Duration kReconnectMax = 2s;
 // Longer than any single advance of the clock below, so a dial in flight never times out.
 constexpr tunnel::Duration kDialTimeout = 10s;
-const std::string kHello = "TUNNEL/1 CONTROL";
+const std::string kHello = "TUNNEL/1 CONTROL services";
 
 std::string name_of(ControlState state) {
   switch (state) {
@@ -47,19 +47,32 @@ std::string name_of(ControlState state) {
 
 using Server = std::shared_ptr<state_tests::LinePeer>;
 
+// The services the client under test serves; their targets are never dialed here.
+std::vector<tunnel::client::ResolvedService> services_named(std::vector<std::string> names) {
+  std::vector<tunnel::client::ResolvedService> services;
+  for (auto& name : names) services.push_back({std::move(name), {}});
+  return services;
+}
+
 // A loop on a manual clock, a listener playing the server, and the control connection under test
 // (1 s heartbeat interval, 3 s heartbeat timeout). `calls` records its events in order.
 struct Fixture {
-  explicit Fixture(tunnel::client::ClientAuth auth = {})
-      : control(ml.loop, listener.addresses(), kDialTimeout, kReconnectMax,
+  explicit Fixture(tunnel::client::ClientAuth auth = {},
+                   std::vector<std::string> service_names = {"default"})
+      : catalog(services_named(std::move(service_names))),
+        control(ml.loop, listener.addresses(), catalog, kDialTimeout, kReconnectMax,
                 tunnel::HeartbeatSettings{1s, 3s}, std::move(auth), nullptr,
                 {[this] { calls.push_back("online"); },
-                 [this](const tunnel::ConnId& id) { calls.push_back("new " + id.hex()); },
+                 [this](const tunnel::ConnId& id, std::string_view service) {
+                   calls.push_back("new " + id.hex() +
+                                   (service.empty() ? "" : " " + std::string(service)));
+                 },
                  [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}) {}
 
   state_tests::ManualLoop ml;
   state_tests::LoopbackListener listener;
-  std::vector<std::string> calls;  // "online", "new <id>", "close <id>"
+  std::vector<std::string> calls;  // "online", "new <id> [<service>]", "close <id>"
+  tunnel::client::ServiceCatalog catalog;
   ControlConnection control;
   std::vector<Server> accepted;
 
@@ -102,7 +115,7 @@ Server Fixture::accept_next() {
   accepted.push_back(std::make_shared<state_tests::LinePeer>(
       "connection " + std::to_string(accepted.size() + 1), std::move(fd)));
   auto server = accepted.back();
-  REQUIRE_EVENTUALLY(*this, server->got_prefix(kHello));
+  REQUIRE_EVENTUALLY(*this, server->got_prefix("TUNNEL/1 CONTROL"));
   return server;
 }
 
@@ -328,7 +341,7 @@ TEST_CASE(
 namespace {
 
 const std::string kToken = "Qm9yaW5nIGV4YW1wbGUgdG9rZW4sIG5ldmVyIHVzZSBtZQ";
-const std::string kAuthHello = "TUNNEL/1 CONTROL auth";
+const std::string kAuthHello = "TUNNEL/1 CONTROL auth services";
 
 // The server's side of one auth handshake, computed by the test from the lines it saw.
 struct ServerView {
@@ -437,4 +450,174 @@ TEST_CASE(
   second->say(tunnel::protocol::auth_ok(server_proof_hex(two)));
   REQUIRE_EVENTUALLY(f, f.state() == "awaiting-answer");
   CHECK(f.control.data_hello(id) == tunnel::protocol::data_hello(id, data_proof_hex(two, id)));
+}
+
+// --- the services extension (docs/PROTOCOL.md, "Services") ---
+
+namespace {
+
+using tunnel::client::ServiceState;
+
+std::string state_of(const Fixture& f, const std::string& service) {
+  auto index = f.catalog.find(service);
+  REQUIRE(index);
+  return std::string(tunnel::client::to_string(f.control.services().state(*index)));
+}
+
+// Everything the client sent before the server's PING <token> has arrived: it answers in order.
+void sync(Fixture& f, const Server& server, const std::string& token) {
+  server->say("PING " + token + "\n");
+  REQUIRE_EVENTUALLY(f, server->got("PONG " + token));
+}
+
+}  // namespace
+
+TEST_CASE("after an OK that lists services, one SERVE line per service, in the config's order",
+          "[control][services]") {
+  Fixture f({}, {"web", "ssh", "default"});
+  f.control.start();
+  auto server = f.accept_next();
+  CHECK(server->lines == std::vector<std::string>{"TUNNEL/1 CONTROL services"});
+  CHECK(state_of(f, "web") == "offline");
+  server->say("OK services\n");
+  REQUIRE_EVENTUALLY(f, server->got("SERVE default"));
+  CHECK(server->lines ==
+        std::vector<std::string>{kHello, "SERVE web", "SERVE ssh", "SERVE default"});
+  CHECK(f.control.online());
+  CHECK(f.calls == std::vector<std::string>{"online"});
+  for (auto name : {"web", "ssh", "default"}) CHECK(state_of(f, name) == "announced");
+}
+
+TEST_CASE("SERVING and REFUSED are tracked per service, also unprompted later, and the link stays",
+          "[control][services]") {
+  Fixture f({}, {"web", "ssh", "default"});
+  f.control.start();
+  auto server = f.accept_next();
+  server->say("OK services\n");
+  REQUIRE_EVENTUALLY(f, server->got("SERVE default"));
+  server->say("SERVING web\nREFUSED ssh not-allowed\nREFUSED default already-served\n");
+  sync(f, server, "answers");
+  CHECK(state_of(f, "web") == "serving");
+  CHECK(state_of(f, "ssh") == "refused");
+  CHECK(f.control.services().refused_reason(*f.catalog.find("ssh")) == "not-allowed");
+  CHECK(state_of(f, "default") == "refused");
+  CHECK(f.control.services().count(ServiceState::serving) == 1);
+
+  // The server's config reloaded: web removed, ssh now allowed.
+  server->say("REFUSED web removed\nSERVING ssh\n");
+  sync(f, server, "reload");
+  CHECK(state_of(f, "web") == "refused");
+  CHECK(f.control.services().refused_reason(*f.catalog.find("web")) == "removed");
+  CHECK(state_of(f, "ssh") == "serving");
+  CHECK(f.control.services().refused_reason(*f.catalog.find("ssh")).empty());
+  // And back.
+  server->say("SERVING web\n");
+  sync(f, server, "back");
+  CHECK(state_of(f, "web") == "serving");
+
+  CHECK(f.control.online());
+  CHECK_FALSE(server->saw_close());
+  CHECK(f.control.reconnects() == 0);
+}
+
+TEST_CASE("SERVING or REFUSED for a service never announced is ignored and the link stays",
+          "[control][services]") {
+  SECTION("a name this client does not serve") {
+    Fixture f({}, {"web"});
+    f.control.start();
+    auto server = f.accept_next();
+    server->say("OK services\n");
+    REQUIRE_EVENTUALLY(f, server->got("SERVE web"));
+    server->say("SERVING web\nSERVING mail\nREFUSED imap unknown\n");
+    sync(f, server, "x");
+    CHECK(state_of(f, "web") == "serving");
+    CHECK(f.control.services().count(ServiceState::serving) == 1);
+    CHECK(f.control.online());
+    CHECK_FALSE(server->saw_close());
+  }
+  SECTION("our name, but the server's OK did not list services so nothing was announced") {
+    Fixture f({}, {"web", "default"});
+    f.control.start();
+    auto server = f.accept_next();
+    server->say("OK\nSERVING web\nREFUSED default removed\n");
+    sync(f, server, "x");
+    CHECK(state_of(f, "web") == "unsupported");
+    CHECK(state_of(f, "default") == "serving");
+    CHECK(f.control.online());
+    CHECK_FALSE(server->saw_close());
+  }
+}
+
+TEST_CASE(
+    "an OK without services (an older server): no SERVE line; the service named default, else "
+    "the only one, is served",
+    "[control][services]") {
+  struct Case {
+    std::vector<std::string> services;
+    std::vector<std::string> expected;  // state of each, in order
+  };
+  auto c = GENERATE(Case{{"default"}, {"serving"}}, Case{{"web"}, {"serving"}},
+                    Case{{"web", "default", "ssh"}, {"unsupported", "serving", "unsupported"}},
+                    Case{{"web", "ssh"}, {"unsupported", "unsupported"}});
+  Fixture f({}, c.services);
+  f.control.start();
+  auto server = f.bring_online();
+  sync(f, server, "x");
+  CHECK(server->lines == std::vector<std::string>{kHello, "PONG x"});
+  for (size_t i = 0; i < c.services.size(); ++i) {
+    INFO("service " << c.services[i]);
+    CHECK(state_of(f, c.services[i]) == c.expected[i]);
+  }
+}
+
+TEST_CASE("NEW <id> <service> passes the service on; NEW <id> passes none", "[control][services]") {
+  Fixture f({}, {"web", "default"});
+  f.control.start();
+  auto server = f.accept_next();
+  server->say("OK services\n");
+  REQUIRE_EVENTUALLY(f, server->got("SERVE default"));
+  auto a = tunnel::ConnId::random();
+  auto b = tunnel::ConnId::random();
+  auto c = tunnel::ConnId::random();
+  server->say(tunnel::protocol::new_conn(a, "web") + tunnel::protocol::new_conn(b) +
+              tunnel::protocol::new_conn(c, "not-ours"));
+  REQUIRE_EVENTUALLY(f, f.calls.size() == 4);
+  CHECK(f.calls == std::vector<std::string>{"online", "new " + a.hex() + " web", "new " + b.hex(),
+                                            "new " + c.hex() + " not-ours"});
+}
+
+TEST_CASE("a lost session takes every service offline; the next OK announces them again",
+          "[control][services]") {
+  Fixture f({}, {"web", "ssh"});
+  f.control.start();
+  auto first = f.accept_next();
+  first->say("OK services\nSERVING web\nREFUSED ssh not-allowed\n");
+  REQUIRE_EVENTUALLY(f, state_of(f, "ssh") == "refused");
+  first->fd.reset();
+  REQUIRE_EVENTUALLY(f, f.gave_up(0));
+  CHECK(state_of(f, "web") == "offline");
+  CHECK(state_of(f, "ssh") == "offline");
+  f.ml.advance(kReconnectMax);
+  auto second = f.accept_next();
+  second->say("OK services\n");
+  REQUIRE_EVENTUALLY(f, second->got("SERVE ssh"));
+  CHECK(second->lines == std::vector<std::string>{kHello, "SERVE web", "SERVE ssh"});
+  CHECK(state_of(f, "web") == "announced");
+  CHECK(state_of(f, "ssh") == "announced");
+}
+
+TEST_CASE("with a token the SERVE lines follow the OK that follows AUTH-OK",
+          "[control][auth][services]") {
+  Fixture f({kToken, "default"}, {"web"});
+  f.control.start();
+  Server server;
+  auto view = challenge(f, server);
+  server->say(tunnel::protocol::auth_ok(server_proof_hex(view)));
+  REQUIRE_EVENTUALLY(f, f.state() == "awaiting-answer");
+  f.ml.settle();
+  CHECK_FALSE(server->got("SERVE web"));  // not before the OK
+  server->say("OK auth services\n");
+  REQUIRE_EVENTUALLY(f, server->got("SERVE web"));
+  CHECK(server->lines.back() == "SERVE web");
+  CHECK(state_of(f, "web") == "announced");
 }

@@ -20,6 +20,7 @@ using tunnel::client::ControlLink;
 using tunnel::client::FailReason;
 using tunnel::client::LinkState;
 using tunnel::client::LinkTable;
+using tunnel::client::ServiceCatalog;
 
 namespace {
 
@@ -31,6 +32,11 @@ struct FakeControl final : ControlLink {
   }
 };
 
+// A catalog of one service, `default`, whose target is `target`.
+ServiceCatalog one_service(const tunnel::SocketAddresses& target) {
+  return ServiceCatalog({{"default", target}});
+}
+
 struct Harness {
   explicit Harness(int target_backlog = 128) : target(target_backlog) {}
 
@@ -39,18 +45,28 @@ struct Harness {
   LoopbackListener target;
   FakeControl control;
   std::vector<FailReason> failures;
+  std::vector<std::optional<size_t>> failed_services;
   int relaying = 0;
+  std::vector<size_t> relaying_services;
   std::vector<tunnel::RelayOutcome> relays_ended;
-  LinkTable table{
-      manual.loop,
-      control,
-      server.addresses(),
-      target.addresses(),
-      5s,
-      nullptr,
-      true,
-      LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [this] { ++relaying; },
-                        [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); }}};
+  std::vector<std::optional<size_t>> ended_services;
+  ServiceCatalog services = one_service(target.addresses());
+  LinkTable table{manual.loop, control, server.addresses(), services, 5s, nullptr, true, events()};
+
+  LinkTable::Events events() {
+    return {[this](FailReason r, std::optional<size_t> service) {
+              failures.push_back(r);
+              failed_services.push_back(service);
+            },
+            [this](size_t service) {
+              ++relaying;
+              relaying_services.push_back(service);
+            },
+            [this](const tunnel::RelayOutcome& o, std::optional<size_t> service) {
+              relays_ended.push_back(o);
+              ended_services.push_back(service);
+            }};
+  }
 
   Fd accept_from(LoopbackListener& listener) {
     Fd fd;
@@ -65,11 +81,9 @@ struct Harness {
 
   // A second table on the same loop and recorders, dialing other addresses (refusing ones).
   std::unique_ptr<LinkTable> table_with(std::span<const tunnel::SocketAddress> server_at,
-                                        std::span<const tunnel::SocketAddress> target_at) {
-    return std::make_unique<LinkTable>(
-        manual.loop, control, server_at, target_at, 5s, nullptr, true,
-        LinkTable::Events{[this](FailReason r) { failures.push_back(r); }, [] {},
-                          [](const tunnel::RelayOutcome&) {}});
+                                        const ServiceCatalog& targets) {
+    return std::make_unique<LinkTable>(manual.loop, control, server_at, targets, 5s, nullptr, true,
+                                       events());
   }
 
   // Fills the target's accept queue (made with backlog 0): further connects stall, their SYN
@@ -91,7 +105,7 @@ struct Harness {
   };
   SlowTarget serve_with_slow_target(const ConnId& id) {
     SlowTarget slow{fill_target_backlog(), {}};
-    table.on_new(id);
+    table.on_new(id, 0);
     slow.data = accept_from(server);
     REQUIRE(manual.pump_until([&] { return table.state_of(id) == LinkState::waiting_for_target; }));
     return slow;
@@ -113,7 +127,7 @@ struct Harness {
 TEST_CASE("NEW dials B and the target, sends DATA <id> once both are up, then relays both ways") {
   Harness h;
   ConnId id = ConnId::random();
-  h.table.on_new(id);
+  h.table.on_new(id, 0);
   CHECK(h.table.state_of(id) == LinkState::dialing_both);
   Fd data = h.accept_from(h.server);
   Fd target = h.accept_from(h.target);
@@ -145,10 +159,11 @@ TEST_CASE("NEW dials B and the target, sends DATA <id> once both are up, then re
 TEST_CASE("a refused target is reported with FAIL <id> connection-refused and the link ends") {
   Harness h;
   auto [closed_port, refusing] = refusing_address();
-  auto table_ptr = h.table_with(h.server.addresses(), refusing);
+  auto refusing_target = one_service(refusing);
+  auto table_ptr = h.table_with(h.server.addresses(), refusing_target);
   LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
-  table.on_new(id);
+  table.on_new(id, 0);
   REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
   CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "connection-refused"));
   REQUIRE(h.failures.size() == 1);
@@ -166,10 +181,10 @@ TEST_CASE("a refused target is reported with FAIL <id> connection-refused and th
 TEST_CASE("B refusing the data connection is reported as FAIL <id> data-connect-failed") {
   Harness h;
   auto [closed_port, refusing] = refusing_address();
-  auto table_ptr = h.table_with(refusing, h.target.addresses());
+  auto table_ptr = h.table_with(refusing, h.services);
   LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
-  table.on_new(id);
+  table.on_new(id, 0);
   REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
   CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "data-connect-failed"));
   CHECK(h.failures.at(0) == FailReason::data_connect_failed);
@@ -228,7 +243,7 @@ TEST_CASE(
 TEST_CASE("NEW for an id already relaying ends the stale relay and serves the id afresh") {
   Harness h;
   ConnId id = ConnId::random();
-  h.table.on_new(id);
+  h.table.on_new(id, 0);
   Fd stale_data = h.accept_from(h.server);
   Fd stale_target = h.accept_from(h.target);
   REQUIRE(h.first_line(stale_data) == tunnel::protocol::data_hello(id));
@@ -239,7 +254,7 @@ TEST_CASE("NEW for an id already relaying ends the stale relay and serves the id
   REQUIRE(h.manual.pump_until([&] { return !read_available(stale_target.get(), ignored); }));
   CHECK(h.table.state_of(id) == LinkState::relaying);
 
-  h.table.on_new(id);  // announced again to the new session
+  h.table.on_new(id, 0);  // announced again to the new session
   CHECK(h.table.state_of(id) == LinkState::dialing_both);
   Fd data = h.accept_from(h.server);
   Fd target = h.accept_from(h.target);
@@ -258,11 +273,11 @@ TEST_CASE("NEW for an id already relaying ends the stale relay and serves the id
 TEST_CASE("drain ends links still dialing and reports drained when the last relay ends") {
   Harness h;
   ConnId relayed = ConnId::random();
-  h.table.on_new(relayed);
+  h.table.on_new(relayed, 0);
   Fd data = h.accept_from(h.server);
   Fd target = h.accept_from(h.target);
   REQUIRE(h.manual.pump_until([&] { return h.table.state_of(relayed) == LinkState::relaying; }));
-  h.table.on_new(ConnId::random());  // still dialing when the drain starts
+  h.table.on_new(ConnId::random(), 0);  // still dialing when the drain starts
   bool drained = false;
   h.table.drain([&] { drained = true; });
   CHECK(h.table.size() == 1);
@@ -279,13 +294,87 @@ TEST_CASE(
     "NEW for an id again: the earlier attempt's pending dial result never reaches the new one") {
   Harness h;
   auto [target_socket, target_address] = refusing_address();  // bound, not listening: refused
-  auto table_ptr = h.table_with(h.server.addresses(), target_address);
+  auto targets = one_service(target_address);
+  auto table_ptr = h.table_with(h.server.addresses(), targets);
   LinkTable& table = *table_ptr;
   ConnId id = ConnId::random();
-  table.on_new(id);  // its target connect is refused by the kernel at once, not yet handled
+  table.on_new(id, 0);  // its target connect is refused by the kernel at once, not yet handled
   REQUIRE(::listen(target_socket.get(), 16) == 0);  // the target is up for the next attempt
-  table.on_new(id);                                 // announced again in the same batch
+  table.on_new(id, 0);                              // announced again in the same batch
   REQUIRE(h.manual.pump_until([&] { return table.state_of(id) == LinkState::relaying; }));
   CHECK(h.control.lines.empty());  // no FAIL from the earlier attempt's refusal
   CHECK(h.failures.empty());
+}
+
+// --- the services extension: one target per service ---
+
+TEST_CASE("each link dials the target of its own service, and is counted under it") {
+  Harness h;
+  LoopbackListener web_target;
+  LoopbackListener ssh_target;
+  ServiceCatalog services({{"web", web_target.addresses()}, {"ssh", ssh_target.addresses()}});
+  auto table_ptr = h.table_with(h.server.addresses(), services);
+  LinkTable& table = *table_ptr;
+  ConnId to_ssh = ConnId::random();
+  ConnId to_web = ConnId::random();
+  table.on_new(to_ssh, 1);
+  Fd ssh_data = h.accept_from(h.server);
+  Fd ssh = h.accept_from(ssh_target);
+  REQUIRE(h.manual.pump_until([&] { return table.state_of(to_ssh) == LinkState::relaying; }));
+  table.on_new(to_web, 0);
+  Fd web_data = h.accept_from(h.server);
+  Fd web = h.accept_from(web_target);
+  REQUIRE(h.manual.pump_until([&] { return table.state_of(to_web) == LinkState::relaying; }));
+  CHECK(h.first_line(ssh_data) == tunnel::protocol::data_hello(to_ssh));
+  CHECK(h.first_line(web_data) == tunnel::protocol::data_hello(to_web));
+  CHECK_FALSE(static_cast<bool>(h.target.accept_one()));  // the harness's own target: unused
+  CHECK(table.relaying(0) == 1);
+  CHECK(table.relaying(1) == 1);
+  CHECK(h.relaying_services == std::vector<size_t>{1, 0});
+
+  // Bytes from each target come out of its own data connection.
+  REQUIRE(write_all(ssh.get(), "SSH-2.0-x\r\n"));
+  REQUIRE(write_all(web.get(), "HTTP/1.1 200 OK\r\n"));
+  std::string at_ssh_data, at_web_data;  // after the DATA lines read above
+  REQUIRE(h.manual.pump_until([&] {
+    read_available(ssh_data.get(), at_ssh_data);
+    read_available(web_data.get(), at_web_data);
+    return at_ssh_data.ends_with("\r\n") && at_web_data.ends_with("\r\n");
+  }));
+  CHECK(at_ssh_data == "SSH-2.0-x\r\n");
+  CHECK(at_web_data == "HTTP/1.1 200 OK\r\n");
+
+  ssh_data.reset();
+  ssh.reset();
+  REQUIRE(h.manual.pump_until([&] { return h.relays_ended.size() == 1; }));
+  CHECK(h.ended_services == std::vector<std::optional<size_t>>{1});
+  CHECK(h.relays_ended[0].bytes_to_visitor == 11);
+  CHECK(table.relaying(1) == 0);
+  CHECK(table.relaying(0) == 1);
+}
+
+TEST_CASE(
+    "NEW for a service the client does not serve: FAIL <id> unknown-service, nothing dialed") {
+  Harness h;
+  ConnId id = ConnId::random();
+  h.table.refuse_unknown(id, "mail");
+  CHECK(h.control.lines == std::vector<std::string>{tunnel::protocol::fail(id, "unknown-service")});
+  CHECK(h.failures == std::vector<FailReason>{FailReason::unknown_service});
+  CHECK(h.failed_services == std::vector<std::optional<size_t>>{std::nullopt});
+  CHECK(h.table.size() == 0);
+  h.manual.settle();
+  CHECK_FALSE(static_cast<bool>(h.server.accept_one()));
+  CHECK_FALSE(static_cast<bool>(h.target.accept_one()));
+}
+
+TEST_CASE("a failure is reported under the service of its link") {
+  Harness h;
+  auto [closed_port, refusing] = refusing_address();
+  ServiceCatalog services({{"web", h.target.addresses()}, {"ssh", refusing}});
+  auto table_ptr = h.table_with(h.server.addresses(), services);
+  ConnId id = ConnId::random();
+  table_ptr->on_new(id, 1);
+  REQUIRE(h.manual.pump_until([&] { return !h.control.lines.empty(); }));
+  CHECK(h.control.lines[0] == tunnel::protocol::fail(id, "connection-refused"));
+  CHECK(h.failed_services == std::vector<std::optional<size_t>>{1});
 }
