@@ -12,16 +12,17 @@
 #include "tunnel/socket.hpp"
 
 namespace tunnel::server {
-BGate::BGate(EventLoop& loop, Duration handshake_timeout, std::string token,
-             std::shared_ptr<tls::ServerContext> tls, SessionArbiter& arbiter,
-             ConnectionTable& table, ServerCounters& counters)
+BGate::BGate(EventLoop& loop, Duration handshake_timeout, const Tokens& tokens,
+             std::shared_ptr<tls::ServerContext> tls, Sessions& sessions, ConnectionTable& table,
+             ServerCounters& counters)
     : loop_(loop),
       handshake_timeout_(handshake_timeout),
-      token_(std::move(token)),
+      tokens_(tokens),
       tls_(std::move(tls)),
-      arbiter_(arbiter),
+      sessions_(sessions),
       table_(table),
-      counters_(counters) {
+      counters_(counters),
+      unknown_token_(auth::new_nonce()) {
   crypto::random_bytes(unknown_key_);
 }
 
@@ -167,21 +168,27 @@ void BGate::on_first_line(StreamSocket socket, std::string_view line, std::strin
 
 void BGate::on_control_hello(StreamSocket socket, const std::vector<std::string>& features,
                              std::string peer) {
-  // Without a token the core protocol: the features offered are not looked at, OK lists none.
-  if (token_.empty()) return arbiter_.offer(std::move(socket), std::move(peer));
-  if (std::find(features.begin(), features.end(), auth::kFeature) == features.end())
+  auto listed = [&](std::string_view feature) {
+    return std::find(features.begin(), features.end(), feature) != features.end();
+  };
+  const bool speaks_services = listed(protocol::kServicesFeature);
+  // Without a token the core protocol, and the services extension if listed.
+  if (!tokens_.required())
+    return sessions_.offer(std::move(socket), std::move(peer), std::nullopt, speaks_services);
+  if (!listed(auth::kFeature))
     return refuse_auth(socket, "control", "no-auth",
                        "this server requires a token (tunnel-client --token-file)", peer);
   std::string nonce = auth::new_nonce();
   send_at_once(socket, protocol::auth_challenge(nonce));
-  read_line(std::move(socket), [this, nonce](StreamSocket connection, std::string_view line,
-                                             std::string connection_peer) {
-    on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce);
+  read_line(std::move(socket), [this, nonce, speaks_services](StreamSocket connection,
+                                                              std::string_view line,
+                                                              std::string connection_peer) {
+    on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce, speaks_services);
   });
 }
 
 void BGate::on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
-                          const std::string& nonce) {
+                          const std::string& nonce, bool speaks_services) {
   auto parsed = protocol::parse_message(line);
   auto* message = std::get_if<protocol::Message>(&parsed);
   if (!message || message->verb != protocol::Verb::auth_proof)
@@ -194,40 +201,37 @@ void BGate::on_auth_proof(StreamSocket socket, std::string_view line, std::strin
     if (exporter) binding = crypto::to_hex(*exporter);
   }
   auth::Transcript transcript{nonce, message->nonce, message->word, binding};
+  // The name's token; a name nobody has costs the same work with a token nobody knows, so the
+  // answer does not tell which names exist.
+  const std::string* known = tokens_.of(message->word);
+  const std::string& token = known ? *known : unknown_token_;
   // Everything a success needs is computed before the comparison: a wrong proof costs the same.
-  auto expected = auth::client_proof(token_, transcript);
-  auto ours = auth::server_proof(token_, transcript);
-  ClientIdentity identity{message->word, auth::session_key(token_, transcript)};
-  if (!auth::proof_matches(expected, message->proof))
+  auto expected = auth::client_proof(token, transcript);
+  auto ours = auth::server_proof(token, transcript);
+  ClientIdentity identity{message->word, auth::session_key(token, transcript)};
+  if (!auth::proof_matches(expected, message->proof) || !known)
     return refuse_auth(socket, "control", "bad-proof", "authentication failed", peer,
                        identity.name);
   send_at_once(socket, protocol::auth_ok(crypto::to_hex(ours)));
-  arbiter_.offer(std::move(socket), std::move(peer), std::move(identity));
+  sessions_.offer(std::move(socket), std::move(peer), std::move(identity), speaks_services);
 }
 
 void BGate::on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
                           const std::string& peer) {
-  if (token_.empty()) {
+  // The session the id was told to: its key is the one the proof must be made with.
+  const ClientLink* told = table_.announced_to(id);
+  if (!tokens_.required()) {
     if (!proof.empty()) return refuse(FailureReason::bad_handshake, "unexpected-proof", peer);
   } else {
     if (proof.empty())
       return refuse_auth(socket, "data", "no-proof", "this server requires a data proof", peer);
-    // Both keys are always tried, an unknown one standing in for a missing one: the work does not
-    // depend on which (if any) matches.
-    const auth::SessionKey* current = arbiter_.current_key();
-    const auth::SessionKey* previous = arbiter_.previous_key();
-    bool by_current =
-        auth::proof_matches(auth::data_proof(current ? *current : unknown_key_, id), proof) &&
-        current;
-    bool by_previous =
-        auth::proof_matches(auth::data_proof(previous ? *previous : unknown_key_, id), proof) &&
-        previous;
-    // A late line of the session before this one, for an id it was told: that id is void, but it
-    // is no attack. An id waiting for the current session was never told to the previous one
-    // (ids are never announced to two sessions), so the previous key proves nothing about it.
-    if (!by_current && by_previous && table_.state_of(id) != ConnState::announced)
-      return refuse(FailureReason::unknown_id, "earlier-session", peer);
-    if (!by_current) return refuse_auth(socket, "data", "bad-proof", "authentication failed", peer);
+    // An id nobody waits for (never told, already paired, voided with a lost session, expired)
+    // has no key to check against: closed without a word, like any refused id. The id is 128
+    // random bits: only a party that saw it can name it.
+    if (!told) return refuse(FailureReason::unknown_id, "unknown-id", peer);
+    const auth::SessionKey* key = told->key();
+    if (!auth::proof_matches(auth::data_proof(key ? *key : unknown_key_, id), proof) || !key)
+      return refuse_auth(socket, "data", "bad-proof", "authentication failed", peer);
   }
   if (!table_.claim(id, std::move(socket)))
     return refuse(FailureReason::unknown_id, "unknown-id", peer);

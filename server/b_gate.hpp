@@ -1,5 +1,5 @@
-// Port B's gate: every connection on B from accept until it is the client's session (handed to
-// the session arbiter) or a claimed data connection (handed to the connection table). Runs the TLS
+// Port B's gate: every connection on B from accept until it is a client's session (handed to
+// Sessions) or a claimed data connection (handed to the connection table). Runs the TLS
 // handshake when TLS is on, reads the first line, runs the auth extension's control handshake
 // when the server has a token, checks data proofs, and refuses everything else (counted, logged
 // with a rate limit).
@@ -14,7 +14,8 @@
 #include "b_handshake.hpp"
 #include "connection_table.hpp"
 #include "server_metrics.hpp"
-#include "session_arbiter.hpp"
+#include "sessions.hpp"
+#include "tokens.hpp"
 #include "tunnel/auth.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/tls_context.hpp"
@@ -24,10 +25,10 @@ namespace tunnel::server {
 
 class BGate {
  public:
-  // `token` empty: no auth (the core protocol); `tls` null: plain TCP. `counters` is where
-  // refusals and pairings count.
-  BGate(EventLoop& loop, Duration handshake_timeout, std::string token,
-        std::shared_ptr<tls::ServerContext> tls, SessionArbiter& arbiter, ConnectionTable& table,
+  // `tokens` (read at each hello: a reload may replace them) without any: no auth (the core
+  // protocol); `tls` null: plain TCP. `counters` is where refusals and pairings count.
+  BGate(EventLoop& loop, Duration handshake_timeout, const Tokens& tokens,
+        std::shared_ptr<tls::ServerContext> tls, Sessions& sessions, ConnectionTable& table,
         ServerCounters& counters);
   ~BGate();
 
@@ -55,7 +56,7 @@ class BGate {
   void on_control_hello(StreamSocket socket, const std::vector<std::string>& features,
                         std::string peer);
   void on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
-                     const std::string& nonce);
+                     const std::string& nonce, bool speaks_services);
   void on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
                      const std::string& peer);
 
@@ -67,9 +68,9 @@ class BGate {
 
   EventLoop& loop_;
   Duration handshake_timeout_;
-  std::string token_;
+  const Tokens& tokens_;
   std::shared_ptr<tls::ServerContext> tls_;
-  SessionArbiter& arbiter_;
+  Sessions& sessions_;
   ConnectionTable& table_;
   ServerCounters& counters_;
   std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
@@ -78,6 +79,7 @@ class BGate {
   uint64_t handshakes_started_ = 0;
   log::RateLimit tls_log_;
   auth::SessionKey unknown_key_{};  // random: stands in for a missing session key
+  std::string unknown_token_;       // random: stands in for the token of a name nobody has
   log::RateLimit refusal_log_;
   log::RateLimit auth_log_;
 };

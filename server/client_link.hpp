@@ -1,16 +1,28 @@
-// What the pending table needs from "the client": whether one is online and a way to tell it
-// things. Kept abstract so several clients (sessions) can come later without touching the table.
+// One client's session as the connection table and the services see it: a number that is never
+// reused, the client's name, whether it speaks the services extension, the key its data
+// connections prove themselves with, and a way to tell it things. Session implements it; tests
+// can fake it.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
+
+#include "tunnel/auth.hpp"
 
 namespace tunnel::server {
 
 class ClientLink {
  public:
   virtual ~ClientLink() = default;
-  virtual bool online() const = 0;
-  // Sends one protocol line (with `\n`) on the control connection, if online.
+  virtual uint64_t number() const = 0;
+  virtual std::string_view name() const = 0;
+  // False once the control connection failed (its loss is then about to be reported).
+  virtual bool open() const = 0;
+  // The session listed `services` in its hello: NEW names the service.
+  virtual bool speaks_services() const = 0;
+  // The session key (auth), or null without auth.
+  virtual const auth::SessionKey* key() const = 0;
+  // Sends one protocol line (with `\n`) on the control connection, if open.
   virtual void send_line(std::string_view line) = 0;
 };
 

@@ -1,15 +1,21 @@
 // The life of one external connection on the server (docs/ARCHITECTURE.md has the table):
-//   admit                     -> waiting_for_client, or announced at once if a client is online
-//   waiting_for_client        -> announced           a client came online (NEW <id> sent)
-//   announced                 -> waiting_for_client  that client went away before DATA
+//   admit                     -> waiting_for_client, or announced at once if a session serves
+//                                the connection's service
+//   waiting_for_client        -> announced           a session started serving it (NEW sent)
+//   announced                 -> announced           the session told went away, or answered
+//                                                    FAIL, and another one serves the service
+//                                                    (NEW under a fresh id)
+//   announced                 -> waiting_for_client  the session told went away, none other
 //   announced                 -> relaying            DATA <id> claimed it
 //   waiting_for_client, announced -> ended           pair timeout (no-client / pair-timeout),
-//                                                    FAIL from the client, A reset, shutdown
+//                                                    FAIL from every session serving it, A reset,
+//                                                    service removed, shutdown
 //   relaying                  -> ended               the relay finished (both ends closed)
 // Every change of state goes through move_to(); an entry leaves the table only in remove().
 #include "connection_table.hpp"
 
 #include "tunnel/protocol.hpp"
+#include "tunnel/proxy_protocol.hpp"
 #include "tunnel/socket.hpp"
 #include "tunnel/timer.hpp"
 
@@ -33,6 +39,11 @@ struct ConnectionTable::Entry {
   ConnId id;
   ConnState state = ConnState::waiting_for_client;
   Clock::time_point admitted;
+  std::shared_ptr<Service> service;    // kept by relays too: their bytes count for it at the end
+  std::optional<Addresses> addresses;  // from a PROXY header
+  ClientLink* link = nullptr;          // the session told (announced), null otherwise
+  std::vector<uint64_t> failed_at;     // the sessions that answered FAIL for it, by number
+  std::string client = "-";            // the name of the last client told (logs, metrics)
   // Until pairing. Interest is empty: A's bytes stay in the kernel until the relay starts, and only
   // a reset or error (always reported) tells us the external side is gone. A FIN alone is not: a
   // half-closed request still deserves its answer.
@@ -40,7 +51,7 @@ struct ConnectionTable::Entry {
   Timer deadline;
 
   // The entry's own callbacks hold the entry, not its id: the id changes when a lost session's
-  // announcements are voided (client_lost), and the entry's timer and socket are quieted before
+  // announcements are voided (rename), and the entry's timer and socket are quieted before
   // it is retired (remove), so the entry exists whenever they can run.
   Entry(EventLoop& loop, ConnId conn_id, ConnectionTable& table)
       : id(conn_id), admitted(loop.now()), deadline(loop, [&table, this] {
@@ -51,10 +62,9 @@ struct ConnectionTable::Entry {
         }) {}
 };
 
-ConnectionTable::ConnectionTable(EventLoop& loop, ClientLink& client, Duration pair_timeout,
-                                 size_t max_pending, Events events)
+ConnectionTable::ConnectionTable(EventLoop& loop, Duration pair_timeout, size_t max_pending,
+                                 Events events)
     : loop_(loop),
-      client_(client),
       pair_timeout_(pair_timeout),
       max_pending_(max_pending),
       events_(std::move(events)),
@@ -78,68 +88,96 @@ void ConnectionTable::move_to(Entry& entry, ConnState next) {
   if (next != ConnState::ended) ++counts_[static_cast<size_t>(next)];  // ended entries leave
 }
 
-void ConnectionTable::admit(Fd external) {
+void ConnectionTable::admit(Fd external, std::shared_ptr<Service> service,
+                            std::optional<Addresses> addresses) {
   if (pending() >= max_pending_) {
     // Shed at once: a flood of A connections must not grow the table without bound.
     set_linger_reset(external.get());
     external.reset();
     uint64_t suppressed = 0;
     if (failure_log_[static_cast<size_t>(FailureReason::max_pending)].allow(suppressed))
-      TLOG_WARN("event=conn-failed reason=max-pending pending={} suppressed={}", pending(),
-                suppressed);
+      TLOG_WARN("event=conn-failed reason=max-pending service={} pending={} suppressed={}",
+                service->name(), pending(), suppressed);
+    ++service->counters.failed[static_cast<size_t>(FailureReason::max_pending)];
     events_.on_failure(FailureReason::max_pending);
     return;
   }
   ConnId id = ConnId::random();
   auto entry = std::make_unique<Entry>(loop_, id, *this);
   Entry* e = entry.get();
+  e->service = std::move(service);
+  e->addresses = std::move(addresses);
   e->external.emplace(loop_, std::move(external), 0, [this, e](uint32_t) {
     end_unpaired(*e, FailureReason::closed_early, "external side reset");
   });
   Entry& added = *entries_.emplace(id, std::move(entry)).first->second;
   ++counts_[static_cast<size_t>(ConnState::waiting_for_client)];
   added.deadline.arm(pair_timeout_);
-  TLOG_DEBUG("event=accepted conn={} pending={}", id.short_hex(), pending());
+  TLOG_DEBUG("event=accepted conn={} service={} pending={}", id.short_hex(), added.service->name(),
+             pending());
   announce(added);
 }
 
-void ConnectionTable::announce(Entry& entry) {
-  if (!client_.online()) return;
-  client_.send_line(protocol::new_conn(entry.id));
-  move_to(entry, ConnState::announced);
-  TLOG_DEBUG("event=announced conn={}", entry.id.short_hex());
+bool ConnectionTable::announce(Entry& entry) {
+  ClientLink* link = entry.service->pick(entry.failed_at, loop_.now());
+  if (!link) return false;
+  link->send_line(
+      protocol::new_conn(entry.id, link->speaks_services() ? entry.service->name() : ""));
+  entry.link = link;
+  entry.client = link->name();
+  if (entry.state != ConnState::announced) move_to(entry, ConnState::announced);
+  TLOG_DEBUG("event=announced conn={} service={} client={} session={}", entry.id.short_hex(),
+             entry.service->name(), entry.client, link->number());
+  return true;
 }
 
-void ConnectionTable::client_online() {
-  // The ids a lost session was told are void: say so first, so that whatever that client still
-  // has for them (a dial, a relay whose DATA was refused) ends. A client that never knew them
-  // ignores the CLOSE.
-  for (const ConnId& id : disowned_) client_.send_line(protocol::close_conn(id));
-  disowned_.clear();
+ConnectionTable::Entry& ConnectionTable::rename(const ConnId& old_id, std::string_view why) {
+  auto node = entries_.extract(old_id);
+  const ConnId new_id = ConnId::random();
+  node.key() = new_id;
+  node.mapped()->id = new_id;
+  Entry& entry = *entries_.insert(std::move(node)).position->second;
+  TLOG_DEBUG("event=conn-renamed conn={} new={} service={} reason={}", old_id.short_hex(),
+             new_id.short_hex(), entry.service->name(), why);
+  return entry;
+}
+
+void ConnectionTable::service_served(Service& service) {
   for (auto& [id, entry] : entries_)
-    if (entry->state == ConnState::waiting_for_client) announce(*entry);
+    if (entry->state == ConnState::waiting_for_client && entry->service.get() == &service)
+      announce(*entry);
 }
 
-void ConnectionTable::client_lost() {
-  // What the lost session was told goes back to waiting under a fresh id. A DATA line for the old
-  // id may still arrive (the client may be alive, only its control connection lost): it is
-  // refused as unknown, so it can never be paired with a connection the next session is serving.
+std::vector<ConnId> ConnectionTable::link_lost(const ClientLink& link) {
+  // What the lost session was told goes back under a fresh id. A DATA line for the old id may
+  // still arrive (the client may be alive, only its control connection lost): it is refused as
+  // unknown, so it can never be paired with a connection another session is serving.
   std::vector<ConnId> voided;
   for (auto& [id, entry] : entries_)
-    if (entry->state == ConnState::announced) voided.push_back(id);
+    if (entry->state == ConnState::announced && entry->link == &link) voided.push_back(id);
   for (const ConnId& old_id : voided) {
-    auto node = entries_.extract(old_id);
-    const ConnId new_id = ConnId::random();
-    node.key() = new_id;
-    node.mapped()->id = new_id;
-    Entry& entry = *entries_.insert(std::move(node)).position->second;
-    TLOG_DEBUG("event=conn-renamed conn={} new={} reason=session-lost", old_id.short_hex(),
-               new_id.short_hex());
+    Entry& entry = rename(old_id, "session-lost");
+    entry.link = nullptr;
     move_to(entry, ConnState::waiting_for_client);
-    // Bounded: at most max_pending ids wait to be disowned (sessions lost in a row add up).
-    if (disowned_.size() >= max_pending_) disowned_.erase(disowned_.begin());
-    disowned_.push_back(old_id);
+    announce(entry);  // another client serving the service takes it at once
   }
+  return voided;
+}
+
+void ConnectionTable::service_removed(const Service& service) {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto next = std::next(it);
+    Entry& entry = *it->second;
+    if (entry.service.get() == &service && entry.state != ConnState::relaying)
+      end_unpaired(entry, FailureReason::service_removed, "");
+    it = next;
+  }
+}
+
+const ClientLink* ConnectionTable::announced_to(const ConnId& id) const {
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second->state != ConnState::announced) return nullptr;
+  return it->second->link;
 }
 
 bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
@@ -152,8 +190,19 @@ bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
   entry.external.reset();
   auto waited = std::chrono::duration_cast<Duration>(loop_.now() - entry.admitted);
   move_to(entry, ConnState::relaying);
-  TLOG_DEBUG("event=paired conn={} waited_ms={}", id.short_hex(), waited.count());
+  ++entry.service->counters.by_client[entry.client].paired;
+  TLOG_DEBUG("event=paired conn={} service={} client={} waited_ms={}", id.short_hex(),
+             entry.service->name(), entry.client, waited.count());
   set_keepalive(data.fd.get());
+  if (auto version = entry.service->config().send_proxy) {
+    // The target learns the visitor's address ahead of the visitor's bytes (the client relays
+    // the header untouched). A fresh connection's send buffer always takes these few bytes.
+    Addresses a = entry.addresses
+                      ? *entry.addresses
+                      : Addresses{peer_address(external.get()), local_address(external.get())};
+    if (!send_now(data, proxy_protocol::header(*version, a.visitor, a.reached)))
+      TLOG_DEBUG("event=proxy-header-unsent conn={}", id.short_hex());  // the relay sees why
+  }
   if (data.tls)
     relays_.start(id, std::move(external), std::move(data.fd), TlsSide::service,
                   std::move(data.tls), data.unread);
@@ -162,11 +211,28 @@ bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
   return true;
 }
 
-void ConnectionTable::fail(const ConnId& id, std::string_view reason) {
+void ConnectionTable::fail(ClientLink& from, const ConnId& id, std::string_view reason) {
   auto it = entries_.find(id);
   // A client can only give up on what it was told.
-  if (it == entries_.end() || it->second->state != ConnState::announced) return;
-  end_unpaired(*it->second, FailureReason::target_unreachable, reason);
+  if (it == entries_.end() || it->second->state != ConnState::announced ||
+      it->second->link != &from)
+    return;
+  Entry& failed = *it->second;
+  failed.service->failed_on(from, loop_.now());
+  TLOG_DEBUG("event=target-failed conn={} service={} client={} detail={}", id.short_hex(),
+             failed.service->name(), failed.client, reason);
+  // Another client serving the service may reach its target: it gets the connection under a
+  // fresh id (the failed client is done with the old one and needs no CLOSE).
+  failed.failed_at.push_back(from.number());
+  Entry& entry = rename(id, "target-failed");
+  entry.link = nullptr;
+  if (!announce(entry)) return end_unpaired(entry, FailureReason::target_unreachable, reason);
+  uint64_t suppressed = 0;
+  if (retry_log_.allow(suppressed))
+    TLOG_INFO(
+        "event=conn-retried conn={} service={} failed_client={} client={} detail={} "
+        "suppressed={}",
+        entry.id.short_hex(), entry.service->name(), from.name(), entry.client, reason, suppressed);
 }
 
 void ConnectionTable::end_unpaired(Entry& entry, FailureReason failure, std::string_view detail) {
@@ -174,36 +240,46 @@ void ConnectionTable::end_unpaired(Entry& entry, FailureReason failure, std::str
   const ConnId id = entry.id;
   auto it = entries_.find(id);
   // The client may be dialing for it: tell it to stop, unless the client itself gave up.
-  if (entry.state == ConnState::announced && failure != FailureReason::target_unreachable)
-    client_.send_line(protocol::close_conn(id));
+  if (entry.state == ConnState::announced && failure != FailureReason::target_unreachable &&
+      entry.link)
+    entry.link->send_line(protocol::close_conn(id));
   auto waited = std::chrono::duration_cast<Duration>(loop_.now() - entry.admitted);
   if (failure == FailureReason::closed_early) {
-    TLOG_DEBUG("event=conn-failed conn={} reason={} waited_ms={}", id.short_hex(),
-               to_string(failure), waited.count());
+    TLOG_DEBUG("event=conn-failed conn={} service={} client={} reason={} waited_ms={}",
+               id.short_hex(), entry.service->name(), entry.client, to_string(failure),
+               waited.count());
   } else {
     uint64_t suppressed = 0;
     if (failure_log_[static_cast<size_t>(failure)].allow(suppressed))
-      TLOG_INFO("event=conn-failed conn={} reason={}{}{} waited_ms={} suppressed={}",
-                id.short_hex(), to_string(failure), detail.empty() ? "" : " detail=", detail,
-                waited.count(), suppressed);
+      TLOG_INFO(
+          "event=conn-failed conn={} service={} client={} reason={}{}{} waited_ms={} "
+          "suppressed={}",
+          id.short_hex(), entry.service->name(), entry.client, to_string(failure),
+          detail.empty() ? "" : " detail=", detail, waited.count(), suppressed);
   }
   // A connection refused by the target is reset, so the external client sees a refusal rather
   // than an empty answer.
   if (failure == FailureReason::target_unreachable) set_linger_reset(entry.external->fd());
+  ++entry.service->counters.failed[static_cast<size_t>(failure)];
   events_.on_failure(failure);
   remove(it);
 }
 
 void ConnectionTable::on_relay_ended(const ConnId& id, const RelayOutcome& outcome,
                                      Duration lasted) {
-  TLOG_DEBUG(
-      "event=conn-closed conn={} bytes_to_client={} bytes_to_external={} duration_ms={} "
-      "reason=\"{}\"",
-      id.short_hex(), outcome.bytes_to_service, outcome.bytes_to_visitor, lasted.count(),
-      outcome.reason);
-  events_.on_relay_ended(outcome);
   auto it = entries_.find(id);
-  if (it != entries_.end()) remove(it);
+  if (it == entries_.end()) return events_.on_relay_ended(outcome);
+  Entry& entry = *it->second;
+  TLOG_DEBUG(
+      "event=conn-closed conn={} service={} client={} bytes_to_client={} bytes_to_external={} "
+      "duration_ms={} reason=\"{}\"",
+      id.short_hex(), entry.service->name(), entry.client, outcome.bytes_to_service,
+      outcome.bytes_to_visitor, lasted.count(), outcome.reason);
+  auto& served = entry.service->counters.by_client[entry.client];
+  served.bytes_to_client += outcome.bytes_to_service;
+  served.bytes_to_external += outcome.bytes_to_visitor;
+  events_.on_relay_ended(outcome);
+  remove(it);
 }
 
 // We may be inside the entry's own handler (its timer, its socket): the external socket is closed

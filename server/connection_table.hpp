@@ -13,6 +13,8 @@
 
 #include "client_link.hpp"
 #include "failure_reason.hpp"
+#include "service.hpp"
+#include "tunnel/address.hpp"
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
 #include "tunnel/log.hpp"
@@ -22,11 +24,12 @@
 namespace tunnel::server {
 
 enum class ConnState {
-  waiting_for_client,  // no client has been told (none online, or the one told went away)
-  announced,           // NEW <id> sent; waiting for DATA <id>
+  waiting_for_client,  // no session has been told (none serves the service, or the one told went
+                       // away or failed)
+  announced,           // NEW <id> sent to one session; waiting for DATA <id>
   relaying,            // paired with the client's data connection; bytes flow
   ended,               // finished; the entry leaves the table in the same step
-  // Room here for the pool (handed to a pooled link) and for a service per entry.
+  // Room here for the pool (handed to a pooled link).
 };
 inline constexpr size_t kConnStates = static_cast<size_t>(ConnState::ended) + 1;
 std::string_view to_string(ConnState state);
@@ -38,22 +41,34 @@ class ConnectionTable {
     std::function<void(const RelayOutcome&)> on_relay_ended;  // for the byte counters
   };
 
-  ConnectionTable(EventLoop& loop, ClientLink& client, Duration pair_timeout, size_t max_pending,
-                  Events events);
+  ConnectionTable(EventLoop& loop, Duration pair_timeout, size_t max_pending, Events events);
   ~ConnectionTable();
 
-  // A connection was accepted on A.
-  void admit(Fd external);
-  // A client came online: every connection waiting for one is announced to it.
-  void client_online();
-  // The client went away: what it was told is void. Those connections wait for the next client
-  // under fresh ids; the next client is first told CLOSE for the old ones.
-  void client_lost();
+  // The two addresses of an external connection: the visitor's and the one it reached (from a
+  // PROXY header when the service accepts one). Unknown: read from the socket when needed.
+  struct Addresses {
+    SocketAddress visitor;
+    SocketAddress reached;
+  };
+  // A connection for `service` was accepted on its A listener.
+  void admit(Fd external, std::shared_ptr<Service> service,
+             std::optional<Addresses> addresses = std::nullopt);
+  // A session started serving `service`: the connections waiting for one are announced.
+  void service_served(Service& service);
+  // A session ended (it serves nothing any more). What it was told goes back to waiting under
+  // fresh ids and is announced to another session serving the service, if any. Returns the old
+  // ids, for the next session of the same client to be told CLOSE.
+  std::vector<ConnId> link_lost(const ClientLink& link);
+  // The service is gone (reload): its connections not yet relaying end; relays run on.
+  void service_removed(const Service& service);
+  // The session an announced id was told to, or null (unknown id, waiting, relaying).
+  const ClientLink* announced_to(const ConnId& id) const;
   // DATA <id> arrived on `data`. Pairs and starts the relay when the id was announced; otherwise
   // returns false and `data` is closed by the caller dropping it.
   bool claim(const ConnId& id, StreamSocket data);
-  // FAIL <id> <reason> arrived from the client.
-  void fail(const ConnId& id, std::string_view reason);
+  // FAIL <id> <reason> arrived from `from`: another session serving the service gets the
+  // connection (under a fresh id) if there is one not yet tried; otherwise it ends.
+  void fail(ClientLink& from, const ConnId& id, std::string_view reason);
 
   // Shutting down: ends every connection not yet relaying (without counting it as failed), then
   // calls `drained` once the relays have finished.
@@ -74,22 +89,23 @@ class ConnectionTable {
   using Entries = std::unordered_map<ConnId, std::unique_ptr<Entry>, ConnIdHash>;
 
   void move_to(Entry& entry, ConnState next);
-  void announce(Entry& entry);
+  // Tells a session serving the entry's service about it, if one can take it (false: none).
+  bool announce(Entry& entry);
+  // Gives the entry a fresh id (what it was told under the old one is void); returns the entry.
+  Entry& rename(const ConnId& old_id, std::string_view why);
   void end_unpaired(Entry& entry, FailureReason failure, std::string_view detail);
   void on_relay_ended(const ConnId& id, const RelayOutcome& outcome, Duration lasted);
   void remove(Entries::iterator it);
 
   EventLoop& loop_;
-  ClientLink& client_;
   Duration pair_timeout_;
   size_t max_pending_;
   Events events_;
   Entries entries_;
   std::array<size_t, kConnStates> counts_{};
-  // Ids a lost session was told, to be disowned (CLOSE) to the next one.
-  std::vector<ConnId> disowned_;
   RelaySet relays_;
   log::RateLimit failure_log_[kFailureReasons];
+  log::RateLimit retry_log_;
 };
 
 }  // namespace tunnel::server

@@ -1,9 +1,12 @@
-// tunnel-server entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain.
+// tunnel-server entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain;
+// SIGHUP reloads the services and clients.
+#include <csignal>
 #include <cstdio>
 
 #include "server.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/shutdown.hpp"
+#include "tunnel/signals.hpp"
 #include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
@@ -27,6 +30,18 @@ int main(int argc, char** argv) {
       {[&](std::function<void()> drained) { server->drain(std::move(drained)); },
        [&] { server->abort_relays(); }});
   systemd::Watchdog watchdog(loop);
+  // The file is parsed whole before anything changes: any error keeps the running config.
+  SignalWatcher reload(loop, {SIGHUP}, [&](int) {
+    systemd::notify("RELOADING=1");
+    std::string error;
+    auto next = server::reparse_arguments(config.args, error);
+    if (next) error = server->reload(*next);
+    if (error.empty())
+      config = std::move(*next);
+    else
+      TLOG_ERROR("event=reload-refused detail=\"{}\"", log::escaped(error));
+    systemd::notify("READY=1");
+  });
   TLOG_INFO("event=started version={} fd_limit={} poller={}", TUNNEL_VERSION, fd_limit,
             loop.poller().name());
   // Both listeners are bound: from here on, connections are accepted.

@@ -6,6 +6,8 @@
 #include <string>
 
 #include "failure_reason.hpp"
+#include "server_config.hpp"
+#include "sessions.hpp"
 #include "tunnel/tls_failure.hpp"
 #include "tunnel/tls_stream.hpp"
 
@@ -29,7 +31,7 @@ struct ServerCounters {
 
 // Values read at scrape time.
 struct ServerGauges {
-  bool client_online = false;
+  size_t clients_online = 0;
   size_t active = 0;
   size_t pending = 0;
   uint64_t live_bytes_to_client = 0;  // of relays still running
@@ -37,7 +39,10 @@ struct ServerGauges {
   double start_time_seconds = 0;
 };
 
-std::string render_metrics(const ServerCounters& counters, const ServerGauges& gauges);
+// The whole exposition: the server's totals, then per service and per client.
+std::string render_metrics(const ServerCounters& counters, const ServerGauges& gauges,
+                           const ServiceMap& services, const Sessions& sessions,
+                           const std::vector<NamedClient>& clients);
 
 // Logs one event=summary line with what changed since the previous call, if there was traffic.
 class ServerSummary {

@@ -10,10 +10,12 @@
 namespace tunnel::server {
 
 Session::Session(EventLoop& loop, uint64_t number, StreamSocket socket,
-                 std::optional<ClientIdentity> identity, HeartbeatSettings heartbeat, Events events)
+                 std::optional<ClientIdentity> identity, bool speaks_services,
+                 HeartbeatSettings heartbeat, Events events)
     : number_(number),
       peer_(peer_address(socket.fd.get()).to_string()),
       identity_(std::move(identity)),
+      speaks_services_(speaks_services),
       events_(std::move(events)),
       connection_(
           loop, std::move(socket), [this](std::string_view line) { on_line(line); },
@@ -63,7 +65,15 @@ void Session::on_line(std::string_view line) {
       if (!probe_token_.empty() && message.word == probe_token_) finish_probe(true);
       break;
     case protocol::Verb::fail:
-      events_.on_fail(message.id, message.word);
+      events_.on_fail(*this, message.id, message.word);
+      break;
+    case protocol::Verb::serve:
+      // Without the extension negotiated SERVE is a word this session must not send.
+      if (!speaks_services_) {
+        TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, log::escaped(line));
+        return closed("unexpected message");
+      }
+      on_serve(message.service);
       break;
     case protocol::Verb::unknown:
       TLOG_DEBUG("event=control-ignored session={} verb={}", number_, message.word);
@@ -73,6 +83,21 @@ void Session::on_line(std::string_view line) {
       TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, log::escaped(line));
       return closed("unexpected message");
   }
+}
+
+void Session::on_serve(const std::string& service) {
+  if (announced_set_.contains(service)) {
+    connection_.send(protocol::refused(service, protocol::kRefusedAlreadyServed));
+    return;
+  }
+  if (announced_.size() >= protocol::kMaxServices) {
+    TLOG_WARN("event=control-malformed session={} reason=\"more than {} services announced\"",
+              number_, protocol::kMaxServices);
+    return closed("too many services");
+  }
+  announced_.push_back(service);
+  announced_set_.insert(service);
+  events_.on_serve(*this, service);
 }
 
 void Session::probe(Duration timeout, std::function<void(bool)> result) {

@@ -1,5 +1,6 @@
-// The server's end of one client's control connection: answers pings, relays FAIL reports, and can
-// probe whether the client is still alive (for a second control connection: docs/PROTOCOL.md).
+// The server's end of one client's control connection: answers pings, passes on FAIL reports and
+// SERVE lines, and can probe whether the client is still alive (for a second control connection:
+// docs/PROTOCOL.md).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <vector>
 
 #include "client_identity.hpp"
 #include "client_link.hpp"
@@ -18,25 +21,35 @@
 
 namespace tunnel::server {
 
-class Session {
+class Session final : public ClientLink {
  public:
   struct Events {
-    std::function<void(const ConnId& id, std::string_view reason)> on_fail;
+    std::function<void(Session& from, const ConnId& id, std::string_view reason)> on_fail;
+    // SERVE <service>, once per name (a repeated name is answered here, already-served).
+    std::function<void(Session& from, const std::string& service)> on_serve;
     // Called once, from the session's own handlers: the owner frees it with destroy_later.
     std::function<void(std::string_view reason)> on_closed;
   };
 
+  // `speaks_services`: the hello listed the services extension.
   Session(EventLoop& loop, uint64_t number, StreamSocket socket,
-          std::optional<ClientIdentity> identity, HeartbeatSettings heartbeat, Events events);
+          std::optional<ClientIdentity> identity, bool speaks_services, HeartbeatSettings heartbeat,
+          Events events);
 
-  uint64_t number() const { return number_; }
+  // ClientLink
+  uint64_t number() const override { return number_; }
+  // The client's proven name, or `default` without auth.
+  std::string_view name() const override;
+  bool open() const override { return connection_.open(); }
+  bool speaks_services() const override { return speaks_services_; }
+  const auth::SessionKey* key() const override { return identity_ ? &identity_->key : nullptr; }
+  void send_line(std::string_view line) override { connection_.send(line); }
+
   // Who the client proved to be; empty without auth.
   const std::optional<ClientIdentity>& identity() const { return identity_; }
-  // The client's name for logs: its proven name, or `default` without auth.
-  std::string_view name() const;
   const std::string& peer() const { return peer_; }
-  bool open() const { return connection_.open(); }
-  void send_line(std::string_view line) { connection_.send(line); }
+  // Every service name it sent SERVE for (served or refused), in order; a reload looks again.
+  const std::vector<std::string>& announced() const { return announced_; }
   // Closes the connection and stops its timers: no callback of this session runs after this.
   void close();
 
@@ -49,9 +62,14 @@ class Session {
   void closed(std::string_view reason);
   void finish_probe(bool alive);
 
+  void on_serve(const std::string& service);
+
   uint64_t number_;
   std::string peer_;
   std::optional<ClientIdentity> identity_;
+  bool speaks_services_;
+  std::vector<std::string> announced_;
+  std::unordered_set<std::string> announced_set_;
   Events events_;
   LineConnection connection_;
   Heartbeat heartbeat_;

@@ -25,17 +25,19 @@ std::string_view to_string(ArbiterState state) {
   return "?";
 }
 
-SessionArbiter::SessionArbiter(EventLoop& loop, HeartbeatSettings heartbeat, Duration probe_timeout,
-                               Events events)
+SessionArbiter::SessionArbiter(EventLoop& loop, std::string name, HeartbeatSettings heartbeat,
+                               Duration probe_timeout, uint64_t& session_numbers, Events events)
     : loop_(loop),
+      name_(std::move(name)),
       heartbeat_(heartbeat),
       probe_timeout_(probe_timeout),
+      session_numbers_(session_numbers),
       events_(std::move(events)) {}
 
 SessionArbiter::~SessionArbiter() = default;
 
 void SessionArbiter::move_to(ArbiterState next) {
-  TLOG_DEBUG("event=arbiter-state session={} from={} to={}", sessions_opened_, to_string(state_),
+  TLOG_DEBUG("event=arbiter-state client={} from={} to={}", name_, to_string(state_),
              to_string(next));
   state_ = next;
 }
@@ -44,18 +46,17 @@ bool SessionArbiter::online() const {
   return state_ != ArbiterState::no_session && session_->open();
 }
 
-void SessionArbiter::send_line(std::string_view line) {
-  if (online()) session_->send_line(line);
-}
-
-const auth::SessionKey* SessionArbiter::current_key() const {
-  if (state_ == ArbiterState::no_session || !session_->identity()) return nullptr;
-  return &session_->identity()->key;
+void SessionArbiter::disown(const std::vector<ConnId>& ids) {
+  for (const ConnId& id : ids) {
+    // Bounded: sessions lost in a row add up; the oldest ids matter least.
+    if (disowned_.size() >= kMaxDisowned) disowned_.erase(disowned_.begin());
+    disowned_.push_back(id);
+  }
 }
 
 void SessionArbiter::offer(StreamSocket socket, std::string peer,
-                           std::optional<ClientIdentity> identity) {
-  Newcomer newcomer{std::move(socket), std::move(peer), std::move(identity)};
+                           std::optional<ClientIdentity> identity, bool speaks_services) {
+  Newcomer newcomer{std::move(socket), std::move(peer), std::move(identity), speaks_services};
   if (closed_) return refuse_busy(newcomer);
   if (state_ == ArbiterState::no_session) return open_session(std::move(newcomer));
   // A session whose socket already failed is only waiting for its loss to be reported: report it
@@ -71,8 +72,8 @@ void SessionArbiter::offer(StreamSocket socket, std::string peer,
   // ask the current one whether it is alive, and let the answer decide.
   uint64_t suppressed = 0;
   if (probing_log_.allow(suppressed))
-    TLOG_INFO("event=probing session={} newcomer={} suppressed={}", session_->number(),
-              newcomer.peer, suppressed);
+    TLOG_INFO("event=probing session={} newcomer={} client={} suppressed={}", session_->number(),
+              newcomer.peer, name_, suppressed);
   newcomers_.push_back(std::move(newcomer));
   if (state_ == ArbiterState::probing) return;  // the probe in flight answers for this one too
   move_to(ArbiterState::probing);
@@ -90,31 +91,43 @@ void SessionArbiter::on_probe_answer(uint64_t number, bool alive) {
     for (auto& newcomer : refused) refuse_busy(newcomer);
     return;
   }
-  TLOG_WARN("event=session-replaced session={} reason=probe-timeout", number);
+  TLOG_WARN("event=session-replaced session={} reason=probe-timeout client={}", number, name_);
   lose_session("replaced");
   seat_newcomers();
 }
 
 void SessionArbiter::open_session(Newcomer newcomer) {
-  uint64_t number = ++sessions_opened_;
+  ++sessions_opened_;
+  uint64_t number = ++session_numbers_;
   bool authenticated = newcomer.identity.has_value();
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(newcomer.socket), std::move(newcomer.identity), heartbeat_,
+      loop_, number, std::move(newcomer.socket), std::move(newcomer.identity),
+      newcomer.speaks_services, heartbeat_,
       Session::Events{
-          [this](const ConnId& id, std::string_view reason) { events_.on_fail(id, reason); },
+          [this](Session& from, const ConnId& id, std::string_view reason) {
+            events_.on_fail(from, id, reason);
+          },
+          [this](Session& from, const std::string& service) { events_.on_serve(from, service); },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
   move_to(ArbiterState::online);
-  session_->send_line(protocol::ok(authenticated
-                                       ? std::vector<std::string>{std::string(auth::kFeature)}
-                                       : std::vector<std::string>{}));
-  TLOG_INFO("event=client-online session={} peer={} client={} auth={}", number, session_->peer(),
-            session_->name(), authenticated ? "token" : "none");
-  events_.on_online();
+  std::vector<std::string> features;
+  if (authenticated) features.emplace_back(auth::kFeature);
+  if (newcomer.speaks_services) features.emplace_back(protocol::kServicesFeature);
+  session_->send_line(protocol::ok(features));
+  TLOG_INFO("event=client-online session={} peer={} client={} auth={} services={}", number,
+            session_->peer(), session_->name(), authenticated ? "token" : "none",
+            newcomer.speaks_services ? "announced" : "default");
+  // The ids the previous session was told are void: say so first, so that whatever this client
+  // still has for them (a dial, a relay whose DATA was refused) ends. A client that never knew
+  // them ignores the CLOSE.
+  for (const ConnId& id : disowned_) session_->send_line(protocol::close_conn(id));
+  disowned_.clear();
+  events_.on_online(*session_);
 }
 
 void SessionArbiter::on_session_closed(uint64_t number, std::string_view reason) {
   if (state_ == ArbiterState::no_session || session_->number() != number) return;
-  TLOG_INFO("event=client-offline session={} reason=\"{}\"", number, reason);
+  TLOG_INFO("event=client-offline session={} reason=\"{}\" client={}", number, reason, name_);
   lose_session(reason);
   // Anyone who was waiting on the probe can have the place now.
   seat_newcomers();
@@ -122,13 +135,13 @@ void SessionArbiter::on_session_closed(uint64_t number, std::string_view reason)
 
 void SessionArbiter::lose_session(std::string_view reason) {
   if (state_ == ArbiterState::no_session) return;
-  TLOG_DEBUG("event=session-ended session={} reason=\"{}\"", session_->number(), reason);
+  TLOG_DEBUG("event=session-ended client={} session={} reason=\"{}\"", name_, session_->number(),
+             reason);
   session_->close();
-  if (session_->identity()) previous_key_ = session_->identity()->key;
+  move_to(ArbiterState::no_session);
+  events_.on_lost(*session_);
   // We may be inside one of the session's own callbacks (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(session_));
-  move_to(ArbiterState::no_session);
-  events_.on_lost();
 }
 
 void SessionArbiter::seat_newcomers() {
@@ -148,7 +161,8 @@ void SessionArbiter::refuse_busy(Newcomer& newcomer) {
   ++refused_busy_;
   uint64_t suppressed = 0;
   if (busy_log_.allow(suppressed))
-    TLOG_INFO("event=control-refused reason=busy peer={} suppressed={}", newcomer.peer, suppressed);
+    TLOG_INFO("event=control-refused reason=busy peer={} client={} suppressed={}", newcomer.peer,
+              name_, suppressed);
 }
 
 void SessionArbiter::close() {

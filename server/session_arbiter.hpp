@@ -1,7 +1,8 @@
-// Who is the client: at most one current session, and the control connections that arrive while it
-// exists (probe the current one, keep it if it answers, replace it if not: docs/PROTOCOL.md, "A
-// second control connection"). Its own small state machine; session_arbiter.cpp holds every
-// transition (docs/ARCHITECTURE.md, "Session arbitration").
+// One client name's sessions: at most one current session, and the control connections under the
+// same name that arrive while it exists (probe the current one, keep it if it answers, replace it
+// if not: docs/PROTOCOL.md, "A second control connection"). Its own small state machine;
+// session_arbiter.cpp holds every transition (docs/ARCHITECTURE.md, "Session arbitration").
+// Clients of different names never meet here: each name has its own arbiter (Sessions).
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "client_identity.hpp"
-#include "client_link.hpp"
 #include "session.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/stream_socket.hpp"
@@ -26,46 +26,56 @@ enum class ArbiterState {
 };
 std::string_view to_string(ArbiterState state);
 
-class SessionArbiter final : public ClientLink {
+class SessionArbiter {
  public:
   struct Events {
-    std::function<void()> on_online;  // a session became current: announce what waits
-    std::function<void()> on_lost;    // the current session ended: what it was told is void
-    std::function<void(const ConnId& id, std::string_view reason)> on_fail;  // FAIL from it
+    // A session became current (its OK sent): it may serve services now.
+    std::function<void(Session& session)> on_online;
+    // The current session ended: what it was told is void. Called before it is freed.
+    std::function<void(Session& session)> on_lost;
+    std::function<void(Session& from, const ConnId& id, std::string_view reason)> on_fail;
+    std::function<void(Session& from, const std::string& service)> on_serve;
   };
 
-  SessionArbiter(EventLoop& loop, HeartbeatSettings heartbeat, Duration probe_timeout,
-                 Events events);
-  ~SessionArbiter() override;
+  // `name`: the client name every offer here carries. `session_numbers` counts the sessions of
+  // every arbiter, so that a session's number is unique in the server.
+  SessionArbiter(EventLoop& loop, std::string name, HeartbeatSettings heartbeat,
+                 Duration probe_timeout, uint64_t& session_numbers, Events events);
+  ~SessionArbiter();
 
-  // A control hello arrived on `fd`; `identity` when it proved itself (auth), and then the OK
-  // lists `auth`.
+  // A control hello arrived on `socket`; `identity` when it proved itself (auth), and then the OK
+  // lists `auth`; `speaks_services` when the hello listed `services` (the OK lists it too).
   void offer(StreamSocket socket, std::string peer,
-             std::optional<ClientIdentity> identity = std::nullopt);
-  // Shutting down: closes the session and turns newcomers away.
+             std::optional<ClientIdentity> identity = std::nullopt, bool speaks_services = false);
+  // Shutting down, or the client was removed by a reload: closes the session (on_lost is not
+  // called) and turns newcomers away.
   void close();
+  // Ids a lost session of this client was told: the next session is told CLOSE for them first.
+  void disown(const std::vector<ConnId>& ids);
 
-  // ClientLink
-  bool online() const override;
-  void send_line(std::string_view line) override;
-
+  bool online() const;
+  // The current session, or null.
+  Session* session() { return state_ == ArbiterState::no_session ? nullptr : session_.get(); }
+  // Nothing here: no session, nobody waiting, nothing to disown. The owner may free it.
+  bool idle() const {
+    return state_ == ArbiterState::no_session && newcomers_.empty() && disowned_.empty();
+  }
   ArbiterState state() const { return state_; }
+  const std::string& name() const { return name_; }
   uint64_t sessions_opened() const { return sessions_opened_; }
   uint64_t refused_busy() const { return refused_busy_; }
-  // The session keys of the current session and of the one before it (auth), or null: a data
-  // line proves itself with the current one; one made with the previous key is a late line of a
-  // session that is gone, not an attack.
-  const auth::SessionKey* current_key() const;
-  const auth::SessionKey* previous_key() const { return previous_key_ ? &*previous_key_ : nullptr; }
 
   // Control connections that may wait for one probe together; more are refused at once.
   static constexpr size_t kMaxNewcomers = 8;
+  // Ids kept to be disowned to the next session.
+  static constexpr size_t kMaxDisowned = 1024;
 
  private:
   struct Newcomer {
     StreamSocket socket;
     std::string peer;
     std::optional<ClientIdentity> identity;
+    bool speaks_services = false;
   };
   void move_to(ArbiterState next);
   void open_session(Newcomer newcomer);
@@ -78,13 +88,15 @@ class SessionArbiter final : public ClientLink {
   void refuse_busy(Newcomer& newcomer);
 
   EventLoop& loop_;
+  std::string name_;
   HeartbeatSettings heartbeat_;
   Duration probe_timeout_;
+  uint64_t& session_numbers_;
   Events events_;
   ArbiterState state_ = ArbiterState::no_session;
   std::unique_ptr<Session> session_;
-  std::optional<auth::SessionKey> previous_key_;
   std::vector<Newcomer> newcomers_;
+  std::vector<ConnId> disowned_;
   uint64_t sessions_opened_ = 0;
   uint64_t refused_busy_ = 0;
   bool closed_ = false;

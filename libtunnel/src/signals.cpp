@@ -13,11 +13,14 @@
 namespace tunnel {
 
 SignalWatcher::SignalWatcher(EventLoop& loop, std::function<void(int)> on_signal)
+    : SignalWatcher(loop, {SIGTERM, SIGINT}, std::move(on_signal)) {}
+
+SignalWatcher::SignalWatcher(EventLoop& loop, std::initializer_list<int> signals,
+                             std::function<void(int)> on_signal)
     : on_signal_(std::move(on_signal)) {
   sigset_t mask;
   sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
+  for (int signal : signals) sigaddset(&mask, signal);
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   Fd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!fd) throw std::system_error(errno, std::system_category(), "signalfd");

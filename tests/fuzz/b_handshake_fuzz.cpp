@@ -109,7 +109,10 @@ struct Harness {
     // Time moves only when an input says so: timeouts fire at the same point on every run.
     loop.use_manual_clock();
     server::ServerConfig config;
-    config.listen_a = HostPort{"127.0.0.1", 0};
+    server::ServiceConfig service;
+    service.name = "default";
+    service.listen = HostPort{"127.0.0.1", 0};
+    config.services = {service};
     config.listen_b = HostPort{"127.0.0.1", 0};
     config.handshake_timeout = kHandshakeTimeout;
     config.probe_timeout = 200ms;
@@ -404,9 +407,9 @@ void run_one(Harness& h, Input& in) {
   client.reset();
   // Let the server see the close: a session it opened ends before the next input arrives, so that
   // no input meets the previous one's session (which would start a liveness probe).
-  for (int round = 0; round < kRoundsToClose && server.arbiter().online(); ++round) h.pump(1);
+  for (int round = 0; round < kRoundsToClose && server.sessions().online() > 0; ++round) h.pump(1);
   h.pump(kRoundsPerPiece);
-  CHECK(!server.arbiter().online());
+  CHECK(!server.sessions().online() > 0);
   CHECK(h.loop.internal_errors() == 0);
 }
 

@@ -478,7 +478,7 @@ TEST_CASE("tls: a data connection whose TLS handshake fails is reported and A is
       1, 3s, "the client's data-connect-failed count");
   // The session is not affected.
   CHECK_FALSE(client.log().find("event=control-lost").has_value());
-  CHECK(s.value("tunnel_client_online") == 1);
+  CHECK(s.value("tunnel_clients_online") == 1);
   CHECK(proxy.errors().empty());
 }
 
@@ -548,7 +548,7 @@ TEST_CASE("tls: mTLS serves the client with the CA's certificate, refuses none o
     CHECK_FALSE(s.server.log().find("event=client-online", from).has_value());
   }
   CHECK(s.value("tunnel_control_sessions_total") == 1);
-  CHECK(s.value("tunnel_client_online") == 0);
+  CHECK(s.value("tunnel_clients_online") == 0);
 }
 
 TEST_CASE("tls: mTLS: a refused client says on every attempt that its certificate was refused") {
@@ -645,7 +645,7 @@ void check_refused(const RefusalCase& c, const std::string& what,
   CHECK(closed_without_data(r));
   s.server.wait_for_line(conn_failed("no-client"), 2s);
   CHECK(echo.accepted() == 0);
-  CHECK(s.value("tunnel_client_online") == 0);
+  CHECK(s.value("tunnel_clients_online") == 0);
   CHECK(s.value("tunnel_control_sessions_total") == 0);
   CHECK_FALSE(client.log().find("event=online").has_value());
   CHECK_FALSE(s.server.log().find("event=client-online").has_value());
@@ -769,7 +769,7 @@ TEST_CASE("tls: a TLS client on a plain port is refused, never online, both side
   INFO("A while the client is refused: " << r.describe());
   CHECK(closed_without_data(r));
   CHECK(echo.accepted() == 0);
-  CHECK(s.value("tunnel_client_online") == 0);
+  CHECK(s.value("tunnel_clients_online") == 0);
   CHECK_FALSE(client.log().find("event=online").has_value());
   CHECK_FALSE(s.server.log().find("event=client-online").has_value());
 }
@@ -1145,7 +1145,7 @@ TEST_CASE("tls: 500 hostile handshakes at once beside authenticated TLS traffic"
   CHECK_FALSE(s.server.log().find("event=client-offline").has_value());
   CHECK_FALSE(client.log().find("event=control-lost").has_value());
   CHECK_FALSE(client.log().find("event=tls-failed").has_value());
-  CHECK(s.value("tunnel_client_online") == 1);
+  CHECK(s.value("tunnel_clients_online") == 1);
   CHECK(s.value("tunnel_control_sessions_total") == 1);
 
   // Every descriptor the flood and the traffic took is given back (idle pipes aside).

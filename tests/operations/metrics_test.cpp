@@ -170,7 +170,7 @@ TEST_CASE(
            << " from_target=" << c.at("tunnel_relayed_bytes_total{direction=\"from_target\"}")
            << " for " << sent << " bytes sent each way");
 
-  CHECK(s.at("tunnel_client_online") == 1);
+  CHECK(s.at("tunnel_clients_online") == 1);
   CHECK(s.at("tunnel_control_sessions_total") == 1);
   CHECK(s.at("tunnel_control_refused_total") == 0);
   CHECK(s.at("tunnel_connections_active") == 0);

@@ -13,7 +13,10 @@ namespace {
 
 tunnel::server::ServerConfig loopback_config() {
   tunnel::server::ServerConfig config;
-  config.listen_a = {"127.0.0.1", 0};
+  tunnel::server::ServiceConfig service;
+  service.name = "default";
+  service.listen = {"127.0.0.1", 0};
+  config.services = {service};
   config.listen_b = {"127.0.0.1", 0};
   return config;
 }
@@ -39,7 +42,7 @@ TEST_CASE(
   server.drain([&] { drained = true; });
   manual.settle(10);
   CHECK(drained);
-  CHECK(server.arbiter().state() == tunnel::server::ArbiterState::no_session);
+  CHECK(server.sessions().online() == 0);
   std::string got;
   REQUIRE(manual.pump_until([&] { return !read_available(b.get(), got); }));
   INFO("the B connection read: [" << got << "]");

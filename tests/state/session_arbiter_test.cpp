@@ -30,9 +30,13 @@ struct Owner {
     return static_cast<int>(std::count(calls.begin(), calls.end(), what));
   }
   SessionArbiter::Events events() {
-    return {[this] { calls.push_back("online"); }, [this] { calls.push_back("lost"); },
-            [this](const tunnel::ConnId& id, std::string_view reason) {
+    return {[this](tunnel::server::Session&) { calls.push_back("online"); },
+            [this](tunnel::server::Session&) { calls.push_back("lost"); },
+            [this](tunnel::server::Session&, const tunnel::ConnId& id, std::string_view reason) {
               calls.push_back("fail " + id.hex() + " " + std::string(reason));
+            },
+            [this](tunnel::server::Session&, const std::string& service) {
+              calls.push_back("serve " + service);
             }};
   }
 };
@@ -42,8 +46,10 @@ struct Owner {
 struct Fixture {
   ManualLoop ml;
   Owner owner;
-  SessionArbiter arbiter{ml.loop, tunnel::HeartbeatSettings{1s, 3s}, tunnel::Duration(1s),
-                         owner.events()};
+  uint64_t session_numbers = 0;
+  SessionArbiter arbiter{
+      ml.loop,         "default",     tunnel::HeartbeatSettings{1s, 3s}, tunnel::Duration(1s),
+      session_numbers, owner.events()};
   std::vector<Client> clients;
 
   Client offer(std::string name) {
@@ -107,7 +113,7 @@ TEST_CASE("a newcomer while the session answers its probe gets ERR busy and the 
   CHECK(f.arbiter.sessions_opened() == 1);
   // The first session is untouched: it still hears what the server sends.
   auto id = tunnel::ConnId::random();
-  f.arbiter.send_line(tunnel::protocol::new_conn(id));
+  f.arbiter.session()->send_line(tunnel::protocol::new_conn(id));
   REQUIRE_EVENTUALLY(f, first->got("NEW " + id.hex()));
   CHECK_FALSE(first->saw_close());
 }
@@ -234,7 +240,7 @@ TEST_CASE("a send failure then a control hello in the same batch: on_lost once, 
   auto first = f.offer("first");
   REQUIRE_EVENTUALLY(f, first->got("OK"));
   first->fd.reset();  // the next send gets EPIPE
-  f.arbiter.send_line(tunnel::protocol::new_conn(tunnel::ConnId::random()));
+  f.arbiter.session()->send_line(tunnel::protocol::new_conn(tunnel::ConnId::random()));
   auto second = f.offer("second");  // same batch: the loop has not run
   CHECK(f.owner.calls == std::vector<std::string>{"online", "lost", "online"});
   REQUIRE_EVENTUALLY(f, second->got("OK"));
@@ -256,7 +262,7 @@ TEST_CASE("a hello that finds the session dead seats the newcomer already waitin
   auto waiting = f.offer("waiting");
   REQUIRE_EVENTUALLY(f, first->got("PING probe-1"));
   first->fd.reset();
-  f.arbiter.send_line(tunnel::protocol::new_conn(tunnel::ConnId::random()));
+  f.arbiter.session()->send_line(tunnel::protocol::new_conn(tunnel::ConnId::random()));
   auto late = f.offer("late");  // same batch: finds the session dead
   CHECK(f.owner.calls == std::vector<std::string>{"online", "lost", "online"});
   REQUIRE_EVENTUALLY(f, waiting->got("OK") && late->saw_close());

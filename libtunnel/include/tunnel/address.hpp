@@ -14,6 +14,7 @@ struct HostPort {
   std::string host;  // empty for `:port` (every local address)
   uint16_t port = 0;
   std::string to_string() const;  // brackets an IPv6 host again
+  bool operator==(const HostPort&) const = default;
 };
 
 // Throws std::invalid_argument with a readable reason. Port 0 is allowed only when allow_port_zero

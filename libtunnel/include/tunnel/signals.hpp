@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 
 #include "tunnel/channel.hpp"
@@ -13,6 +14,9 @@ class SignalWatcher {
  public:
   // Blocks SIGTERM and SIGINT for the process.
   SignalWatcher(EventLoop& loop, std::function<void(int signal)> on_signal);
+  // Blocks `signals` for the process and reports them (e.g. SIGHUP for a reload).
+  SignalWatcher(EventLoop& loop, std::initializer_list<int> signals,
+                std::function<void(int signal)> on_signal);
 
  private:
   std::unique_ptr<Channel> channel_;

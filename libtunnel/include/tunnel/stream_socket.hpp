@@ -31,4 +31,14 @@ inline void send_at_once(StreamSocket& socket, std::string_view bytes, bool last
   if (last) socket.tls->shutdown_write();
 }
 
+// Writes `bytes` now, on a connection whose send buffer has room for them; false when not all of
+// them went (the connection is then broken, and its next read or write says why).
+inline bool send_now(StreamSocket& socket, std::string_view bytes) {
+  if (!socket.tls)
+    return send_nosignal(socket.fd.get(), bytes.data(), bytes.size()) ==
+           static_cast<long>(bytes.size());
+  auto result = socket.tls->write({bytes.data(), bytes.size()});
+  return result.status == tls::IoStatus::ok && result.bytes == bytes.size();
+}
+
 }  // namespace tunnel
