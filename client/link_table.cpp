@@ -175,9 +175,9 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
         if (found == links_.end()) return;
         uint64_t suppressed = 0;
         if (tls_log_.allow(suppressed))
-          TLOG_WARN("event=tls-failed conn={} service={} reason={} detail=\"{}\" suppressed={}",
-                    id.short_hex(), services_.name(found->second->service), tls::to_string(failure),
-                    log::escaped(detail), suppressed);
+          TLOG_WARN("event=tls-failed conn={} reason={} detail=\"{}\" service={} suppressed={}",
+                    id.short_hex(), tls::to_string(failure), log::escaped(detail),
+                    services_.name(found->second->service), suppressed);
         loop_.destroy_later(std::move(found->second->server_tls));
         fail(*found->second, FailReason::data_connect_failed);
       });

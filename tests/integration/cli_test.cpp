@@ -245,7 +245,7 @@ TEST_CASE("a command-line flag overrides the config file") {
   CHECK(server.log().count("reason=max-pending") == 1);
 }
 
-TEST_CASE("--check-config: reads every file, says how many services and clients, exit code 0") {
+TEST_CASE("check-config: reads every file, says how many services and clients, exit code 0") {
   ConfigFile token(std::string(64, 'a') + "\n");
   std::filesystem::permissions(
       token.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
@@ -265,7 +265,7 @@ TEST_CASE("--check-config: reads every file, says how many services and clients,
   CHECK(seed.all().find("config OK: 1 services, 0 clients") != std::string::npos);
 }
 
-TEST_CASE("--check-config: a bad table is exit code 2 and one line naming file, line and key") {
+TEST_CASE("check-config: a bad table is exit code 2 and one line naming file, line and key") {
   ConfigFile config(
       "listen-b = \"127.0.0.1:0\"\n[service.web]\nlisten = \"127.0.0.1:0\"\n"
       "clients = [\"lan9\"]\n");
