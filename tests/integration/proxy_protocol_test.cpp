@@ -291,6 +291,12 @@ TEST_CASE("accept-proxy: the header is taken off, the visitor's bytes follow it 
     send_all(socket, kRequest);
     check_served(read_to_end(socket, Millis(10000)), nginx);
   }
+  SECTION("header, request and the visitor's EOF at once") {
+    Socket socket = connect_tcp(tunnel.server.port_a());
+    send_all(socket, header + kRequest);
+    shutdown_write(socket);
+    check_served(read_to_end(socket, Millis(10000)), nginx);
+  }
   const auto request = nginx.wait_for_request(0);
   INFO(request.line);
   CHECK(request.proxy_address == "-");
@@ -352,4 +358,101 @@ TEST_CASE("accept-proxy: a missing, malformed, cut or slow header is reset, coun
   CHECK(nginx.requests() == 1);
   CHECK(tunnel.value("tunnel_connections_paired_total") == 1);
   CHECK(tunnel.value(failed("bad-proxy-header")) == 1);
+}
+
+TEST_CASE("accept-proxy: v1 UNKNOWN and v2 LOCAL pass on the connection's own addresses") {
+  const auto version = GENERATE(pp::Version::v1, pp::Version::v2);
+  // Mixed families make the "unknown" form: the receiver uses the connection's own addresses.
+  const std::string header =
+      pp::header(version, address("198.51.100.77", 4242), address("2001:db8::1", 443));
+  INFO("the header: " << header.size() << " bytes");
+  REQUIRE(header.size() == (version == pp::Version::v1 ? 15 : 16));
+  Nginx nginx;
+  Tunnel tunnel(nginx.port(), {"--accept-proxy", "--send-proxy", "v2"});
+  Socket visitor;
+  check_served(tunnel.visit(header, &visitor), nginx);
+  const auto request = nginx.wait_for_request(0);
+  INFO(request.line);
+  CHECK(request.proxy_address == "127.0.0.1");
+  CHECK(request.proxy_port == std::to_string(local_port(visitor)));
+  CHECK(tunnel.value(failed("bad-proxy-header")) == 0);
+}
+
+TEST_CASE("accept-proxy: a flood of bad headers is counted one by one and logged once a second") {
+  Nginx nginx;
+  Tunnel tunnel(nginx.port(), {"--accept-proxy", "--send-proxy", "v1"});
+  const Match logged = Match::regex("event=conn-failed reason=bad-proxy-header service=default ");
+  // Bad visitors one after another until the server's log says it held lines back (at most one
+  // line a second), with a bound on time.
+  const auto start = Clock::now();
+  size_t sent = 0;
+  auto held_back_said = [&] {
+    return tunnel.server.log().count(Match::regex("reason=bad-proxy-header .*suppressed=[1-9]")) >
+           0;
+  };
+  while (!held_back_said() && Clock::now() - start < std::chrono::seconds(20)) {
+    Socket socket = connect_tcp(tunnel.server.port_a());
+    send_all(socket, "NOT A PROXY HEADER\r\n");
+    const auto reply = read_to_end(socket, Millis(10000));
+    INFO(reply.describe());
+    REQUIRE(closed_without_data(reply));
+    ++sent;
+  }
+  const auto elapsed = Clock::now() - start;
+  INFO(sent << " bad visitors in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+  REQUIRE(held_back_said());
+  CHECK(tunnel.value(failed("bad-proxy-header")) == static_cast<double>(sent));
+  CHECK(tunnel.value(service_failed("default", "bad-proxy-header")) == static_cast<double>(sent));
+  // Each line stands for itself and the ones held back before it: never more than were sent, and
+  // no more lines than one a second.
+  size_t lines = 0;
+  double represented = 0;
+  for (const auto& line : tunnel.server.log().lines()) {
+    if (!logged(line.text)) continue;
+    ++lines;
+    represented += 1 + std::stod(field(line.text, "suppressed").value_or("nan"));
+  }
+  CHECK(lines >= 2);
+  CHECK(lines <= 2 + static_cast<size_t>(elapsed / std::chrono::seconds(1)));
+  CHECK(represented <= static_cast<double>(sent));
+  CHECK(represented > static_cast<double>(lines));
+  // And the next good visitor is served.
+  const std::string header =
+      pp::header(pp::Version::v1, address("198.51.100.9", 999), address("203.0.113.1", 443));
+  check_served(tunnel.visit(header), nginx);
+  CHECK(nginx.wait_for_request(0).proxy_address == "198.51.100.9");
+  CHECK(nginx.requests() == 1);
+}
+
+TEST_CASE("accept-proxy: connections still sending their header count toward --max-pending") {
+  Nginx nginx;
+  Tunnel tunnel(nginx.port(), {"--accept-proxy", "--send-proxy", "v1", "--max-pending", "2",
+                               "--handshake-timeout", "30s"});
+  // Two visitors start a header and stall: they hold both places.
+  std::vector<Socket> stalled;
+  for (int i = 0; i < 2; ++i) {
+    stalled.push_back(connect_tcp(tunnel.server.port_a()));
+    send_all(stalled.back(), "PROXY TCP4 ");
+  }
+  REQUIRE(poll_until([&] { return tunnel.value("tunnel_connections_accepted_total") == 2; },
+                     Millis(5000)));
+  // A third is shed at once, before it says anything (reset, which connect_tcp may already have
+  // taken for the connection's error: then reads see EOF).
+  Socket third = connect_tcp(tunnel.server.port_a());
+  const auto reply = read_to_end(third, Millis(10000));
+  INFO(reply.describe());
+  CHECK(closed_without_data(reply));
+  CHECK(tunnel.value(failed("max-pending")) == 1);
+  CHECK(tunnel.value(service_failed("default", "max-pending")) == 1);
+  // The stalled ones give up (their EOF): their places are free again for a good visitor.
+  const size_t mark = tunnel.server.mark();
+  stalled.clear();
+  REQUIRE(poll_until([&] { return tunnel.value(failed("bad-proxy-header")) == 2; }, Millis(5000)));
+  tunnel.server.wait_for_line("failure=closed", Millis(5000), mark);
+  const std::string header =
+      pp::header(pp::Version::v1, address("198.51.100.9", 999), address("203.0.113.1", 443));
+  check_served(tunnel.visit(header), nginx);
+  CHECK(nginx.wait_for_request(0).proxy_address == "198.51.100.9");
+  CHECK(nginx.requests() == 1);
 }
