@@ -1,4 +1,5 @@
 // tunnel-client entry point: flags -> config -> one event loop until SIGTERM/SIGINT and drain.
+#include <csignal>
 #include <cstdio>
 #include <optional>
 #include <string_view>
@@ -7,6 +8,7 @@
 #include "client.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/shutdown.hpp"
+#include "tunnel/signals.hpp"
 #include "tunnel/systemd_notify.hpp"
 
 int main(int argc, char** argv) {
@@ -57,6 +59,13 @@ int main(int argc, char** argv) {
       {[&](std::function<void()> drained) { client->drain(std::move(drained)); },
        [&] { client->abort_relays(); }});
   systemd::Watchdog watchdog(loop);
+  // SIGHUP would end the process by default; the client's services are read at start only (the
+  // server's are reloadable: that is where services are added and removed).
+  SignalWatcher hangup(loop, {SIGHUP}, [](int) {
+    TLOG_WARN(
+        "event=reload-unsupported detail=\"tunnel-client reads its config at start only: restart "
+        "it to change its services\"");
+  });
   client->start();
   loop.run();
   return 0;

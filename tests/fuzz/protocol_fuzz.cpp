@@ -206,7 +206,8 @@ void check_hello(std::string_view line) {
 
 bool same(const proto::Message& a, const proto::Message& b) {
   return a.verb == b.verb && a.id == b.id && a.word == b.word && a.text == b.text &&
-         a.features == b.features && a.nonce == b.nonce && a.proof == b.proof;
+         a.features == b.features && a.nonce == b.nonce && a.proof == b.proof &&
+         a.service == b.service;
 }
 
 // The formatter for a parsed message, or nothing for a verb nobody formats (unknown).
@@ -217,7 +218,7 @@ std::optional<std::string> format(const proto::Message& m) {
     case proto::Verb::err:
       return proto::err(m.word, m.text);
     case proto::Verb::new_conn:
-      return proto::new_conn(m.id);
+      return proto::new_conn(m.id, m.service);
     case proto::Verb::close_conn:
       return proto::close_conn(m.id);
     case proto::Verb::fail:
@@ -232,6 +233,12 @@ std::optional<std::string> format(const proto::Message& m) {
       return proto::auth_proof(m.word, m.nonce, m.proof);
     case proto::Verb::auth_ok:
       return proto::auth_ok(m.proof);
+    case proto::Verb::serve:
+      return proto::serve(m.service);
+    case proto::Verb::serving:
+      return proto::serving(m.service);
+    case proto::Verb::refused:
+      return proto::refused(m.service, m.word);
     case proto::Verb::unknown:
       return std::nullopt;
   }

@@ -2,6 +2,7 @@
 // 64 MiB each way at once, half-close both ways, bytes sent before pairing, 200 concurrent
 // connections. Every byte is compared.
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <future>
 #include <latch>
 #include <thread>
@@ -197,4 +198,19 @@ TEST_CASE("200 concurrent connections each carry their own payload intact") {
   // All were open at the target at once: held until every one was verified.
   CHECK(t.echo.max_active() == kConnections);
   CHECK(t.echo.errors().empty());
+}
+
+TEST_CASE("SIGHUP to the client: it says its config is read at start only and keeps serving") {
+  EchoTarget echo;
+  Server server;
+  Client client(server.port_b(), echo.address());
+  wait_session(server, client);
+  const size_t mark = client.mark();
+  client.process().signal(SIGHUP);
+  client.wait_for_line("event=reload-unsupported", 5s, mark);
+  Socket a = connect_tcp(server.port_a());
+  const std::string request = "after the hangup\n";
+  send_all(a, request);
+  CHECK(read_exact(a, request.size(), 10s) == request);
+  CHECK_FALSE(client.log().find("event=control-lost").has_value());
 }
