@@ -268,17 +268,26 @@ TEST_CASE(
                                                       << " refusals");
     CHECK((line.end == End::eof || line.end == End::reset));
     CHECK(refusals <= 2048);
-    const std::string closed =
-        t.server->wait_for_line("reason=\"more than 2048 services announced\"", 10s, from);
-    const std::string session = *field(closed, "session");
-    t.server->wait_for_line(
-        Match::regex("event=client-offline session=" + session + " .*client=lan3"), 10s, from);
+    wait_until([&] { return t.metric("tunnel_client_online{client=\"lan3\"}") == 0; }, 10s,
+               "lan3's session over");
+    // The server logs each refusal: 2048 lines at once may be more than the pipe takes, and the
+    // daemon drops lines rather than block (event=log-dropped). Checked when none was dropped.
+    if (t.server->log().count("event=log-dropped", from) == 0) {
+      const std::string closed =
+          t.server->wait_for_line("reason=\"more than 2048 services announced\"", 10s, from);
+      const std::string session = *field(closed, "session");
+      t.server->wait_for_line(
+          Match::regex("event=client-offline session=" + session + " .*client=lan3"), 10s, from);
+    } else {
+      WARN("flood " << flood << ": the server dropped log lines; its close not checked by log");
+    }
     WARN("flood " << flood << ": " << refusals << " REFUSED lines read before the close");
   }
 
   // lan1 and lan2 never noticed.
   CHECK(t.server->log().count(Match::regex("event=client-offline .*client=lan[12]")) == 0);
   CHECK(t.metric("tunnel_clients_online") == 2);
+  CHECK(t.metric("tunnel_control_sessions_total") == 2 + kFloods);
   CHECK(t.metric("tunnel_service_clients_serving{service=\"web\"}") == 2);
   CHECK(round_trip(t.server->port("ssh"), 2, 100000) == "ssh@lan1");
   CHECK(round_trip(t.server->port("db"), 3, 100000) == "db@lan2");

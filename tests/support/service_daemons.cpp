@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -21,12 +22,18 @@ uint16_t port_of(const std::string& line) {
   return static_cast<uint16_t>(port);
 }
 
+// `--log-level debug` unless `extra` sets its own, then `extra`.
+void append_extra(std::vector<std::string>& argv, const std::vector<std::string>& extra) {
+  if (std::find(extra.begin(), extra.end(), "--log-level") == extra.end())
+    argv.insert(argv.end(), {"--log-level", "debug"});
+  argv.insert(argv.end(), extra.begin(), extra.end());
+}
+
 std::vector<std::string> server_argv(const std::string& config_file,
                                      const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {server_binary(), "--config",    config_file,
-                                   "--listen-b",    "127.0.0.1:0", "--metrics-listen",
-                                   "127.0.0.1:0",   "--log-level", "debug"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
+  std::vector<std::string> argv = {server_binary(), "--config",         config_file,  "--listen-b",
+                                   "127.0.0.1:0",   "--metrics-listen", "127.0.0.1:0"};
+  append_extra(argv, extra);
   return argv;
 }
 
@@ -34,10 +41,10 @@ std::vector<std::string> client_argv(uint16_t port_b, const std::string& name,
                                      const std::string& token_file, const ServiceTargets& services,
                                      const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {client_binary(), "--server", loopback(port_b), "--name", name,
-                                   "--token-file",  token_file, "--log-level",    "debug"};
+                                   "--token-file",  token_file};
   for (const auto& [service, target] : services)
     argv.insert(argv.end(), {"--service", service + "=" + target});
-  argv.insert(argv.end(), extra.begin(), extra.end());
+  append_extra(argv, extra);
   return argv;
 }
 

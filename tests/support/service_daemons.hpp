@@ -17,7 +17,9 @@ namespace tunnel::test {
 class ServicesServer {
  public:
   // Starts `tunnel-server --config <config_file> --listen-b 127.0.0.1:0 --metrics-listen
-  // 127.0.0.1:0 --log-level debug` followed by `extra`, and waits for `event=ready`.
+  // 127.0.0.1:0 --log-level debug` followed by `extra` (which may set its own --log-level: under a
+  // load of connections, debug lines come faster than a test reads them, and a daemon drops lines
+  // rather than block, `event=log-dropped`), and waits for `event=ready`.
   explicit ServicesServer(const std::string& config_file, std::vector<std::string> extra = {});
 
   uint16_t port_b() const { return port_b_; }
@@ -48,7 +50,8 @@ using ServiceTargets = std::vector<std::pair<std::string, std::string>>;
 class ServicesClient {
  public:
   // Starts `tunnel-client --server 127.0.0.1:<port_b> --name <name> --token-file <token_file>
-  // --service NAME=TARGET ... --log-level debug` followed by `extra`. It does not wait.
+  // --service NAME=TARGET ... --log-level debug` followed by `extra` (which may set its own
+  // --log-level). It does not wait.
   ServicesClient(uint16_t port_b, const std::string& name, const std::string& token_file,
                  const ServiceTargets& services, std::vector<std::string> extra = {});
 
