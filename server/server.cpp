@@ -2,6 +2,7 @@
 // connections to the gate, then to Sessions (control) or to the table's claim (data).
 #include "server.hpp"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 
 #include <ctime>
@@ -194,6 +195,34 @@ ServerGauges Server::gauges() const {
                       start_time_};
 }
 
+namespace {
+
+// The settings a reload does not change (they shape listeners, sessions and connections in
+// flight): named in a warning, so that a restart is not forgotten.
+std::vector<std::string_view> needs_restart(const ServerConfig& now, const ServerConfig& next) {
+  std::vector<std::string_view> keys;
+  auto differs = [&](bool changed, std::string_view key) {
+    if (changed) keys.push_back(key);
+  };
+  differs(!(now.listen_b == next.listen_b), "listen-b");
+  differs(now.pair_timeout != next.pair_timeout, "pair-timeout");
+  differs(now.probe_timeout != next.probe_timeout, "probe-timeout");
+  differs(now.handshake_timeout != next.handshake_timeout, "handshake-timeout");
+  differs(now.max_pending != next.max_pending, "max-pending");
+  differs(now.tls_cert_file != next.tls_cert_file || now.tls_key_file != next.tls_key_file ||
+              now.tls_client_ca_file != next.tls_client_ca_file,
+          "tls-cert/tls-key/tls-client-ca");
+  differs(now.daemon.heartbeat.interval != next.daemon.heartbeat.interval ||
+              now.daemon.heartbeat.timeout != next.daemon.heartbeat.timeout,
+          "heartbeat-interval/heartbeat-timeout");
+  differs(now.daemon.drain_timeout != next.daemon.drain_timeout, "drain-timeout");
+  differs(!(now.daemon.metrics_listen == next.daemon.metrics_listen), "metrics-listen");
+  differs(now.daemon.log_level != next.daemon.log_level, "log-level");
+  return keys;
+}
+
+}  // namespace
+
 std::string Server::reload(const ServerConfig& next) {
   // Every new listener is bound before anything changes: a port in use refuses the whole file.
   std::unordered_map<std::string, std::unique_ptr<Listener>> bound;
@@ -258,6 +287,12 @@ std::string Server::reload(const ServerConfig& next) {
   config_.token = next.token;
   TLOG_INFO("event=reloaded services={} added={} removed={} changed={} clients={} ended={}",
             services_.size(), added, removed.size(), changed, config_.clients.size(), ended.size());
+  auto unchanged = needs_restart(config_, next);
+  if (!unchanged.empty())
+    TLOG_WARN(
+        "event=reload-partial restart_needed_for=\"{}\" detail=\"only services and clients "
+        "are reloaded; these keep their running values\"",
+        fmt::join(unchanged, ","));
   return {};
 }
 
