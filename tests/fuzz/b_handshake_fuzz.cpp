@@ -271,9 +271,17 @@ void check_first_answer(bool with_token, std::string_view line,
     if (answers.empty()) return;  // a later line or the close may have cut it short
     const auto& first = answers.front();
     bool offers_auth = false;
-    for (const auto& feature : control->features) offers_auth |= feature == auth::kFeature;
+    bool offers_services = false;
+    for (const auto& feature : control->features) {
+      offers_auth |= feature == auth::kFeature;
+      offers_services |= feature == proto::kServicesFeature;
+    }
     if (!with_token) {
-      CHECK(first.verb == proto::Verb::ok && first.features.empty());
+      // The OK lists exactly what both sides speak: without a token, services if offered.
+      const std::vector<std::string> expected =
+          offers_services ? std::vector<std::string>{std::string(proto::kServicesFeature)}
+                          : std::vector<std::string>{};
+      CHECK(first.verb == proto::Verb::ok && first.features == expected);
     } else if (offers_auth) {
       CHECK(first.verb == proto::Verb::auth_challenge);
     } else {
