@@ -107,6 +107,11 @@ TEST_CASE("a client killed under load: once the server noticed, no new connectio
   const size_t from = t.server->mark();
   const auto killed = Clock::now();
   t.lan1->process().signal(SIGKILL);
+  const ExitStatus status = t.lan1->process().wait_exit(5s);
+  REQUIRE(status.signal == SIGKILL);
+  // From here every socket of lan1 is closed: a connection told to it, before or after the server
+  // noticed, is announced again to lan2.
+  const auto dead = Clock::now();
   const LogLine offline = t.server->log().wait_for(
       Match::regex("event=client-offline session=[0-9]+ .*client=lan1"), 10s, from);
   const auto noticed = offline.arrived;
@@ -119,15 +124,18 @@ TEST_CASE("a client killed under load: once the server noticed, no new connectio
   const auto all = load.attempts();
   const LoadSummary before = summarize(started_since(all, {}));
   const LoadSummary between = summarize(started_since(all, killed));
+  const LoadSummary after_death = summarize(started_since(all, dead));
   const LoadSummary after = summarize(started_since(all, noticed));
   WARN("kill -9 lan1: noticed after "
        << std::chrono::duration_cast<Millis>(noticed - killed).count() << " ms (" << offline.text
        << ")\n  whole run: " << before.describe() << "\n  started after the kill: "
-       << between.describe() << "\n  started after the notice: " << after.describe()
+       << between.describe() << "\n  started after lan1 was reaped: " << after_death.describe()
+       << "\n  started after the notice: " << after.describe()
        << "\n  long transfer: " << transfer.checked() << " bytes echoed exactly");
   INFO(after.describe());
   CHECK(after.total >= 150);
   CHECK(after.failed == 0);
+  CHECK(after_death.failed == 0);
   CHECK(after.by_banner.size() == 1);
   CHECK(after.by_banner.count("web@lan2") == 1);
   CHECK(before.by_banner.count("web@lan1") == 1);  // lan1 did serve before the kill
