@@ -116,6 +116,10 @@ void Server::read_proxy_header(const std::shared_ptr<Service>& service, Fd fd) {
     set_linger_reset(fd.get());
     ++counters_.failed[static_cast<size_t>(FailureReason::max_pending)];
     ++service->counters.failed[static_cast<size_t>(FailureReason::max_pending)];
+    uint64_t suppressed = 0;
+    if (shed_log_.allow(suppressed))
+      TLOG_WARN("event=conn-failed reason=max-pending service={} pending={} suppressed={}",
+                service->name(), proxy_readers_.size() + table_.pending(), suppressed);
     return;
   }
   uint64_t key = ++proxy_readers_started_;

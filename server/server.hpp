@@ -71,6 +71,7 @@ class Server {
   std::unordered_map<uint64_t, std::unique_ptr<ProxyHeaderReader>> proxy_readers_;
   uint64_t proxy_readers_started_ = 0;
   log::RateLimit proxy_log_;
+  log::RateLimit shed_log_;  // connections shed at max-pending before their PROXY header
 
   ServerCounters counters_;
   BGate gate_;

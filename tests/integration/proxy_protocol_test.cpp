@@ -445,6 +445,10 @@ TEST_CASE("accept-proxy: connections still sending their header count toward --m
   CHECK(closed_without_data(reply));
   CHECK(tunnel.value(failed("max-pending")) == 1);
   CHECK(tunnel.value(service_failed("default", "max-pending")) == 1);
+  // Logged like any connection shed at max-pending (rate-limited).
+  tunnel.server.wait_for_line(
+      Match::regex("level=warn event=conn-failed reason=max-pending service=default "),
+      Millis(5000));
   // The stalled ones give up (their EOF): their places are free again for a good visitor.
   const size_t mark = tunnel.server.mark();
   stalled.clear();
