@@ -66,8 +66,12 @@ void Sessions::on_serve(Session& session, const std::string& service) {
   auto why_not = refusal(session, service);
   if (!why_not.empty()) {
     session.send_line(protocol::refused(service, why_not));
-    TLOG_WARN("event=service-refused client={} session={} service={} reason={}", session.name(),
-              session.number(), service, why_not);
+    // Each of a session's first few refusals is worth a line (a misconfigured service or
+    // client); a flood of SERVE lines beyond them is logged at most once a second.
+    uint64_t suppressed = 0;
+    if (session.announced().size() <= kRefusalsLoggedPerSession || refusal_log_.allow(suppressed))
+      TLOG_WARN("event=service-refused client={} session={} service={} reason={} suppressed={}",
+                session.name(), session.number(), service, why_not, suppressed);
     return;
   }
   session.send_line(protocol::serving(service));

@@ -48,6 +48,8 @@ class Sessions {
 
   // Different client names with something in progress at once; more are refused (busy).
   static constexpr size_t kMaxNames = 4096;
+  // A session's SERVE lines whose refusal is always logged; later ones are rate-limited.
+  static constexpr size_t kRefusalsLoggedPerSession = 16;
 
  private:
   SessionArbiter& arbiter_for(const std::string& name);
@@ -70,6 +72,7 @@ class Sessions {
   uint64_t refused_by_gone_arbiters_ = 0;
   uint64_t refused_too_many_ = 0;
   bool closed_ = false;
+  log::RateLimit refusal_log_;
 };
 
 }  // namespace tunnel::server

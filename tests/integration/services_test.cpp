@@ -284,6 +284,12 @@ TEST_CASE(
     WARN("flood " << flood << ": " << refusals << " REFUSED lines read before the close");
   }
 
+  // Refusals are logged, not flooded: each of a session's first 16 SERVE lines, then at most one
+  // line a second (DESIGN.md: every refusal is logged, rate-limited).
+  const size_t refusal_lines = t.server->log().count("event=service-refused client=lan3");
+  WARN(refusal_lines << " service-refused lines for " << kFloods << " floods of " << kAnnounced);
+  CHECK(refusal_lines <= kFloods * 16 + 30);
+
   // lan1 and lan2 never noticed.
   CHECK(t.server->log().count(Match::regex("event=client-offline .*client=lan[12]")) == 0);
   CHECK(t.metric("tunnel_clients_online") == 2);
