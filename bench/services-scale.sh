@@ -392,7 +392,7 @@ connrate() {
 }
 
 echo "==> machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
-echo "==> daemons: $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "==> daemons: $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'source not a git work tree'))"
 echo "==> load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "==> large: $SERVICES services, $CLIENTS clients; $ROUNDS rounds; iperf3 ${IPERF_SECONDS}s each way;" \
   "ping-pong $PP_COUNT x 1 byte after $PP_WARMUP; connrate ${CONN_SECONDS}s with 1 and 8 workers"
