@@ -11,6 +11,7 @@
 
 #include "support/auth_peer.hpp"
 #include "support/banner_echo.hpp"
+#include "support/long_transfer.hpp"
 #include "support/payload.hpp"
 #include "support/request_load.hpp"
 #include "support/service_daemons.hpp"
@@ -20,49 +21,6 @@ using namespace tunnel::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-// A long echo transfer through one connection, driven step by step by the test.
-class Transfer {
- public:
-  // Connects to `port` until the banner is `banner` (round robin may give another first).
-  Transfer(uint16_t port, const std::string& banner, uint64_t seed)
-      : stream_(seed), checker_(seed) {
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      socket_ = connect_tcp(port);
-      const ReadResult line = read_line(socket_, 10s, 128);
-      INFO("a banner: " << line.describe());
-      REQUIRE(line.end == End::complete);
-      if (line.data == banner) return;
-    }
-    FAIL("10 connections and none reached " << banner);
-  }
-  // Sends `size` more bytes and reads their echo, 64 KiB at a time.
-  void exchange(size_t size) {
-    std::string chunk;
-    for (size_t done = 0; done < size;) {
-      const size_t n = std::min<size_t>(65536, size - done);
-      stream_.next(chunk, n);
-      send_all(socket_, chunk);
-      const std::string echoed = read_exact(socket_, n, 10s);
-      REQUIRE(checker_.check(echoed));
-      done += n;
-    }
-  }
-  // Half-closes and expects the target's EOF with nothing more.
-  void finish() {
-    shutdown_write(socket_);
-    const ReadResult end = read_to_end(socket_, 10s, 1);
-    INFO("after " << checker_.checked() << " bytes echoed: " << end.describe());
-    REQUIRE(closed_without_data(end));
-    REQUIRE(end.end == End::eof);
-  }
-  uint64_t checked() const { return checker_.checked(); }
-
- private:
-  Socket socket_;
-  PayloadStream stream_;
-  PayloadChecker checker_;
-};
 
 // One short connection: the banner of whoever answered, after a 100-byte echo checked exactly.
 std::string banner_of(uint16_t port) {
@@ -118,11 +76,11 @@ TEST_CASE("SIGHUP adds, removes and changes services under traffic, and refuses 
 
   // Traffic: a long transfer and a stream of short connections on steady, which no reload
   // touches; relays in flight on gone and moved; a connection waiting on idle.
-  Transfer long_steady(steady, "steady@lan1", 1);
+  LongTransfer long_steady(steady, "steady@lan1", 1);
   long_steady.exchange(512 * 1024);
-  Transfer in_flight_gone(gone, "gone@lan1", 2);
+  LongTransfer in_flight_gone(gone, "gone@lan1", 2);
   in_flight_gone.exchange(256 * 1024);
-  Transfer in_flight_moved(moved, "moved@lan2", 3);
+  LongTransfer in_flight_moved(moved, "moved@lan2", 3);
   in_flight_moved.exchange(256 * 1024);
   Socket waiting_idle = connect_tcp(idle);
   wait_until(
@@ -234,7 +192,7 @@ TEST_CASE("SIGHUP ends the session of a client removed or whose token changed, a
   for (const auto& client : {"lan1", "lan2", "lan3"})
     server.wait_for_line(serving(client, "web"), kStartTimeout);
   const uint16_t web = server.port("web");
-  Transfer through_lan1(web, "web@lan1", 1);
+  LongTransfer through_lan1(web, "web@lan1", 1);
   through_lan1.exchange(256 * 1024);
 
   // lan3 gone from the file, lan2's token replaced.
