@@ -164,6 +164,21 @@ std::vector<ConnId> ConnectionTable::link_lost(const ClientLink& link) {
   return voided;
 }
 
+void ConnectionTable::link_left(ClientLink& link, const Service& service) {
+  std::vector<ConnId> taken_back;
+  for (auto& [id, entry] : entries_)
+    if (entry->state == ConnState::announced && entry->link == &link &&
+        entry->service.get() == &service)
+      taken_back.push_back(id);
+  for (const ConnId& old_id : taken_back) {
+    link.send_line(protocol::close_conn(old_id));
+    Entry& entry = rename(old_id, "not-allowed");
+    entry.link = nullptr;
+    move_to(entry, ConnState::waiting_for_client);
+    announce(entry);
+  }
+}
+
 void ConnectionTable::service_removed(const Service& service) {
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto next = std::next(it);

@@ -59,6 +59,9 @@ class ConnectionTable {
   // fresh ids and is announced to another session serving the service, if any. Returns the old
   // ids, for the next session of the same client to be told CLOSE.
   std::vector<ConnId> link_lost(const ClientLink& link);
+  // `link` may no longer serve `service` (a reload): what it was told for it and has not claimed
+  // is taken back (CLOSE) and announced to another session serving it, under a fresh id.
+  void link_left(ClientLink& link, const Service& service);
   // The service is gone (reload): its connections not yet relaying end; relays run on.
   void service_removed(const Service& service);
   // The session an announced id was told to, or null (unknown id, waiting, relaying).

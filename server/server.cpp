@@ -228,6 +228,8 @@ std::vector<std::string_view> needs_restart(const ServerConfig& now, const Serve
 }  // namespace
 
 std::string Server::reload(const ServerConfig& next) {
+  // SIGTERM stops accepting for good: a reload must not open listeners again.
+  if (draining_) return "the server is draining (SIGTERM): the reload is ignored";
   // Every new listener is bound before anything changes: a port in use refuses the whole file.
   std::unordered_map<std::string, std::unique_ptr<Listener>> bound;
   for (const auto& service : next.services) {
@@ -239,6 +241,7 @@ std::string Server::reload(const ServerConfig& next) {
       return e.what();  // `bound` closes what was opened
     }
   }
+  // Removed services first: their connections end before anything is announced anew.
   std::vector<std::shared_ptr<Service>> removed;
   for (auto it = services_.begin(); it != services_.end();) {
     auto next_it = std::next(it);
@@ -253,6 +256,7 @@ std::string Server::reload(const ServerConfig& next) {
     }
     it = next_it;
   }
+  for (const auto& service : removed) table_.service_removed(*service);
   size_t added = 0, changed = 0;
   for (const auto& config : next.services) {
     auto it = services_.find(config.name);
@@ -274,33 +278,38 @@ std::string Server::reload(const ServerConfig& next) {
     TLOG_INFO("event=service-changed service={} addr={}", config.name,
               service.listener->address().to_string());
   }
-  // Clients removed, or whose token changed, must prove themselves again.
+  // Who may serve what is settled before any session ends: a session's connections are then
+  // handed only to sessions the new config allows.
+  sessions_.services_changed(removed);
+  // Sessions that no longer prove what the new config asks for end: clients removed, a token
+  // changed, auth turned on (a session without a proof) or off (one with a proof it no longer
+  // needs). They may log in again at once.
   Tokens tokens = tokens_of(next);
   std::vector<std::string> ended;
-  sessions_.for_each_online([&](const std::string& name) {
-    const std::string* before = tokens_.of(name);
-    const std::string* after = tokens.of(name);
-    if (before && (!after || *after != *before)) ended.push_back(name);
+  sessions_.for_each_session([&](const std::string& name, const Session& session) {
+    const std::string* proven = session.identity() ? tokens_.of(name) : nullptr;
+    const std::string* wanted = tokens.of(name);
+    const bool still_good = proven ? (wanted && *wanted == *proven) : !tokens.required();
+    if (!still_good) ended.push_back(name);
   });
   tokens_ = std::move(tokens);
-  for (const auto& name : ended) sessions_.close_client(name);
-  for (const auto& service : removed) table_.service_removed(*service);
-  sessions_.services_changed(removed);
+  for (const auto& name : ended) sessions_.end_client(name);
+  auto unchanged = needs_restart(config_, next);
   config_.services = next.services;
   config_.clients = next.clients;
   config_.token = next.token;
   TLOG_INFO("event=reloaded services={} added={} removed={} changed={} clients={} ended={}",
             services_.size(), added, removed.size(), changed, config_.clients.size(), ended.size());
-  auto unchanged = needs_restart(config_, next);
   if (!unchanged.empty())
     TLOG_WARN(
-        "event=reload-partial restart_needed_for=\"{}\" detail=\"only services and clients "
-        "are reloaded; these keep their running values\"",
+        "event=reload-partial restart_needed_for=\"{}\" detail=\"only services and clients are "
+        "reloaded; these keep their running values\"",
         fmt::join(unchanged, ","));
   return {};
 }
 
 void Server::drain(std::function<void()> drained) {
+  draining_ = true;
   for (auto& [name, service] : services_) service->listener->close();
   for (auto& [key, reader] : proxy_readers_) {
     reader->cancel();

@@ -71,7 +71,8 @@ class Server {
   std::unordered_map<uint64_t, std::unique_ptr<ProxyHeaderReader>> proxy_readers_;
   uint64_t proxy_readers_started_ = 0;
   log::RateLimit proxy_log_;
-  log::RateLimit shed_log_;  // connections shed at max-pending before their PROXY header
+  log::RateLimit shed_log_;
+  bool draining_ = false;  // connections shed at max-pending before their PROXY header
 
   ServerCounters counters_;
   BGate gate_;

@@ -86,14 +86,15 @@ void Session::on_line(std::string_view line) {
 }
 
 void Session::on_serve(const std::string& service) {
-  if (announced_set_.contains(service)) {
-    connection_.send(protocol::refused(service, protocol::kRefusedAlreadyServed));
-    return;
-  }
-  if (announced_.size() >= protocol::kMaxServices) {
+  // Every SERVE line counts toward the bound, repeated names too.
+  if (++serve_lines_ > protocol::kMaxServices) {
     TLOG_WARN("event=control-malformed session={} reason=\"more than {} services announced\"",
               number_, protocol::kMaxServices);
     return closed("too many services");
+  }
+  if (announced_set_.contains(service)) {
+    connection_.send(protocol::refused(service, protocol::kRefusedAlreadyServed));
+    return;
   }
   announced_.push_back(service);
   announced_set_.insert(service);

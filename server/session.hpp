@@ -70,6 +70,7 @@ class Session final : public ClientLink {
   bool speaks_services_;
   std::vector<std::string> announced_;
   std::unordered_set<std::string> announced_set_;
+  size_t serve_lines_ = 0;
   Events events_;
   LineConnection connection_;
   Heartbeat heartbeat_;

@@ -46,6 +46,16 @@ bool SessionArbiter::online() const {
   return state_ != ArbiterState::no_session && session_->open();
 }
 
+void SessionArbiter::end_session(std::string_view reason) {
+  auto waiting = std::move(newcomers_);
+  newcomers_.clear();
+  for (auto& newcomer : waiting) refuse_busy(newcomer);
+  if (state_ == ArbiterState::no_session) return;
+  TLOG_INFO("event=client-offline session={} reason=\"{}\" client={}", session_->number(), reason,
+            name_);
+  lose_session(reason);
+}
+
 void SessionArbiter::disown(const std::vector<ConnId>& ids) {
   for (const ConnId& id : ids) {
     // Bounded: sessions lost in a row add up; the oldest ids matter least.

@@ -50,6 +50,10 @@ class SessionArbiter {
   // Shutting down, or the client was removed by a reload: closes the session (on_lost is not
   // called) and turns newcomers away.
   void close();
+  // A reload revoked this client (removed, token changed, auth turned on): the current session
+  // ends as lost (on_lost) and newcomers waiting on its probe are refused; the client may log in
+  // again at once, with what the new config says.
+  void end_session(std::string_view reason);
   // Ids a lost session of this client was told: the next session is told CLOSE for them first.
   void disown(const std::vector<ConnId>& ids);
 

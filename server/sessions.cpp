@@ -39,6 +39,23 @@ void Sessions::offer(StreamSocket socket, std::string peer, std::optional<Client
     send_at_once(socket, protocol::err(protocol::kErrBusy, "too many clients"), true);
     return;
   }
+  // A client without the extension can only serve `default`: when it may not, it is told so
+  // plainly instead of an OK that leads nowhere.
+  if (!speaks_services) {
+    auto it = services_.find(std::string(kDefaultService));
+    if (it == services_.end() || !it->second->allows(name)) {
+      send_at_once(socket,
+                   protocol::err(protocol::kErrBadRequest,
+                                 it == services_.end()
+                                     ? "this server has no service named default (tunnel-client "
+                                       "--service NAME=HOST:PORT)"
+                                     : "this client may not serve the service named default"),
+                   true);
+      TLOG_WARN("event=control-refused reason=no-service peer={} client={} service=default", peer,
+                name);
+      return;
+    }
+  }
   arbiter_for(name).offer(std::move(socket), std::move(peer), std::move(identity), speaks_services);
 }
 
@@ -116,16 +133,9 @@ void Sessions::close() {
   for (auto& [name, arbiter] : arbiters_) arbiter->close();
 }
 
-void Sessions::close_client(const std::string& name) {
+void Sessions::end_client(const std::string& name) {
   auto it = arbiters_.find(name);
-  if (it == arbiters_.end()) return;
-  if (Session* session = it->second->session()) {
-    TLOG_INFO("event=client-offline session={} reason=\"reload\" client={}", session->number(),
-              name);
-    on_lost(*it->second, *session);
-  }
-  it->second->close();
-  forget_idle();
+  if (it != arbiters_.end()) it->second->end_session("reload");
 }
 
 void Sessions::services_changed(const std::vector<std::shared_ptr<Service>>& removed) {
@@ -148,6 +158,8 @@ void Sessions::services_changed(const std::vector<std::shared_ptr<Service>>& rem
         it->second->remove(*session);
         if (session->speaks_services())
           session->send_line(protocol::refused(service_name, why_not));
+        // Then what it was told for the service goes back (CLOSE) and on to an allowed session.
+        table_.link_left(*session, *it->second);
         TLOG_WARN("event=service-refused client={} session={} service={} reason={}", name,
                   session->number(), service_name, why_not);
       } else if (!serves && why_not.empty()) {
@@ -164,6 +176,12 @@ size_t Sessions::online() const {
   size_t count = 0;
   for (const auto& [name, arbiter] : arbiters_) count += arbiter->online() ? 1 : 0;
   return count;
+}
+
+void Sessions::for_each_session(
+    const std::function<void(const std::string&, const Session&)>& visit) {
+  for (auto& [name, arbiter] : arbiters_)
+    if (Session* session = arbiter->session()) visit(name, *session);
 }
 
 void Sessions::for_each_online(const std::function<void(const std::string&)>& visit) const {

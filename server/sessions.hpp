@@ -33,14 +33,17 @@ class Sessions {
              bool speaks_services);
   // Shutting down: closes every session and turns newcomers away.
   void close();
-  // A reload: `name`'s sessions end (the client was removed, or its token changed).
-  void close_client(const std::string& name);
+  // A reload: `name`'s session ends (the client was removed, its token changed, or auth was
+  // turned on); it may log in again under the new config.
+  void end_client(const std::string& name);
   // A reload changed, added or removed services: every session's announced services are looked
   // at again (SERVING / REFUSED sent for what changed). Call after removing a service from the
   // map, with it in `removed`.
   void services_changed(const std::vector<std::shared_ptr<Service>>& removed);
 
   size_t online() const;
+  // Calls `visit` with every current session and its client's name.
+  void for_each_session(const std::function<void(const std::string&, const Session&)>& visit);
   // Calls `visit` with the name of every client with a current session.
   void for_each_online(const std::function<void(const std::string&)>& visit) const;
   uint64_t sessions_opened() const { return session_numbers_; }
