@@ -21,6 +21,14 @@
 
 namespace tunnel::server {
 
+namespace {
+
+bool is_pending(ConnState state) {
+  return state == ConnState::waiting_for_client || state == ConnState::announced;
+}
+
+}  // namespace
+
 std::string_view to_string(ConnState state) {
   switch (state) {
     case ConnState::waiting_for_client:
@@ -84,20 +92,21 @@ void ConnectionTable::move_to(Entry& entry, ConnState next) {
   TLOG_DEBUG("event=conn-state conn={} from={} to={}", entry.id.short_hex(), to_string(entry.state),
              to_string(next));
   --counts_[static_cast<size_t>(entry.state)];
+  if (is_pending(entry.state) && !is_pending(next)) --entry.service->pending;
   entry.state = next;
   if (next != ConnState::ended) ++counts_[static_cast<size_t>(next)];  // ended entries leave
 }
 
 void ConnectionTable::admit(Fd external, std::shared_ptr<Service> service,
                             std::optional<Addresses> addresses) {
-  if (pending() >= max_pending_) {
+  if (service->pending >= max_pending_) {
     // Shed at once: a flood of A connections must not grow the table without bound.
     set_linger_reset(external.get());
     external.reset();
     uint64_t suppressed = 0;
     if (failure_log_[static_cast<size_t>(FailureReason::max_pending)].allow(suppressed))
       TLOG_WARN("event=conn-failed reason=max-pending service={} pending={} suppressed={}",
-                service->name(), pending(), suppressed);
+                service->name(), service->pending, suppressed);
     ++service->counters.failed[static_cast<size_t>(FailureReason::max_pending)];
     events_.on_failure(FailureReason::max_pending);
     return;
@@ -112,6 +121,7 @@ void ConnectionTable::admit(Fd external, std::shared_ptr<Service> service,
   });
   Entry& added = *entries_.emplace(id, std::move(entry)).first->second;
   ++counts_[static_cast<size_t>(ConnState::waiting_for_client)];
+  ++added.service->pending;
   added.deadline.arm(pair_timeout_);
   TLOG_DEBUG("event=accepted conn={} service={} pending={}", id.short_hex(), added.service->name(),
              pending());

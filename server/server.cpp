@@ -112,16 +112,17 @@ void Server::admit_external(const std::shared_ptr<Service>& service, Fd fd) {
 
 void Server::read_proxy_header(const std::shared_ptr<Service>& service, Fd fd) {
   // Connections still sending their header count toward the pending bound like waiting ones.
-  if (proxy_readers_.size() + table_.pending() >= config_.max_pending) {
+  if (service->reading_header + service->pending >= config_.max_pending) {
     set_linger_reset(fd.get());
     ++counters_.failed[static_cast<size_t>(FailureReason::max_pending)];
     ++service->counters.failed[static_cast<size_t>(FailureReason::max_pending)];
     uint64_t suppressed = 0;
     if (shed_log_.allow(suppressed))
       TLOG_WARN("event=conn-failed reason=max-pending service={} pending={} suppressed={}",
-                service->name(), proxy_readers_.size() + table_.pending(), suppressed);
+                service->name(), service->reading_header + service->pending, suppressed);
     return;
   }
+  ++service->reading_header;
   uint64_t key = ++proxy_readers_started_;
   proxy_readers_.emplace(
       key,
@@ -145,6 +146,7 @@ void Server::on_proxy_header(uint64_t reader, const std::shared_ptr<Service>& se
     loop_.destroy_later(std::move(it->second));
     proxy_readers_.erase(it);
   }
+  --service->reading_header;
   auto current = services_.find(service->name());
   if (current == services_.end() || current->second != service) return;  // removed meanwhile
   if (addresses)

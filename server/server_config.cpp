@@ -162,7 +162,7 @@ Parser::Parser(ServerConfig& config) {
   cli::add_duration(app, "--handshake-timeout", config.handshake_timeout,
                     "How long a B connection may take to send its first line", cli::Zero::refused);
   app.add_option("--max-pending", config.max_pending,
-                 "A connections waiting for pairing at once; more are closed at once")
+                 "A connections waiting for pairing at once, per service; more are closed at once")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->type_name("N");

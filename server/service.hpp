@@ -59,6 +59,11 @@ class Service {
 
   ServiceCounters counters;
   std::unique_ptr<Listener> listener;
+  // Its connections not yet relaying (waiting or announced), and those still sending their PROXY
+  // header: --max-pending bounds each service on its own, so that a flood of one cannot shed
+  // the visitors of the others.
+  size_t pending = 0;
+  size_t reading_header = 0;
 
  private:
   struct Server {

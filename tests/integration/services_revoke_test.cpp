@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <optional>
+#include <vector>
 
 #include "support/auth_peer.hpp"
 #include "support/service_daemons.hpp"
@@ -178,4 +179,26 @@ TEST_CASE("a client without the services extension is told when there is no serv
   INFO(answer.describe());
   CHECK(answer.data.starts_with("ERR bad-request this server has no service named default"));
   server.wait_for_line("event=control-refused reason=no-service", 5s);
+}
+
+TEST_CASE(
+    "a flood of one service's connections does not shed another's (max-pending per service)") {
+  TokenDir dir;
+  const std::string config = dir.path() + "/tunnel-server.conf";
+  write_text(config, service_table("dead", {}) + service_table("web", {}));
+  ServicesServer server(config, {"--max-pending", "4"});
+  Socket control = connect_tcp(server.port_b());
+  send_all(control, "TUNNEL/1 CONTROL services\nSERVE web\n");
+  REQUIRE(read_line(control, 5s, 256).data == "OK services");
+  REQUIRE(read_line(control, 5s, 256).data == "SERVING web");
+  // Nobody serves `dead`: its connections wait, and the fifth and sixth are shed.
+  std::vector<Socket> flood;
+  for (int i = 0; i < 6; ++i) flood.push_back(connect_tcp(server.port("dead")));
+  server.wait_for_line(Match::regex("event=conn-failed reason=max-pending service=dead "), 5s);
+  // A visitor of `web` is still taken and announced.
+  Socket visitor = connect_tcp(server.port("web"));
+  ReadResult told = read_line(control, 5s, 256);
+  INFO(told.describe());
+  CHECK(told.data.starts_with("NEW "));
+  CHECK(server.log().count(Match::regex("reason=max-pending service=web ")) == 0);
 }
