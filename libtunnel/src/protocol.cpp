@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "tunnel/auth.hpp"
+#include "tunnel/words.hpp"
 
 namespace tunnel::protocol {
 namespace {
@@ -12,18 +13,6 @@ bool printable(std::string_view line) {
   for (unsigned char c : line)
     if (c < 0x20 || c > 0x7e) return false;
   return true;
-}
-
-// Splits on single spaces; an empty word (leading, trailing or double space) is reported as such.
-std::vector<std::string_view> words_of(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t start = 0;
-  for (;;) {
-    auto space = line.find(' ', start);
-    words.push_back(line.substr(start, space == std::string_view::npos ? space : space - start));
-    if (space == std::string_view::npos) return words;
-    start = space + 1;
-  }
 }
 
 bool any_empty(const std::vector<std::string_view>& words) {
@@ -65,7 +54,7 @@ namespace {
 // The hello's grammar alone.
 Hello parse_hello_grammar(std::string_view line) {
   if (!printable(line)) return bad("first line has non-printable bytes");
-  auto words = words_of(line);
+  auto words = split_words(line);
   if (any_empty(words)) return bad("first line has empty words");
   if (words[0].starts_with("TUNNEL/") && words[0] != kVersionTag)
     return Malformed{std::string(kErrVersion), fmt::format("only {} is spoken here", kVersionTag)};
@@ -108,7 +97,7 @@ Hello parse_hello(std::string_view line) {
 
 Parsed parse_message(std::string_view line) {
   if (!printable(line)) return bad("line has non-printable bytes");
-  auto words = words_of(line);
+  auto words = split_words(line);
   if (any_empty(words)) return bad("line has empty words");
   Message m;
   const auto verb = words[0];

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "tunnel/words.hpp"
+
 namespace tunnel::proxy_protocol {
 namespace {
 
@@ -87,17 +89,6 @@ Parsed invalid(std::string error) {
   return p;
 }
 
-std::vector<std::string_view> split_spaces(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t start = 0;
-  for (;;) {
-    auto space = line.find(' ', start);
-    words.push_back(line.substr(start, space == std::string_view::npos ? space : space - start));
-    if (space == std::string_view::npos) return words;
-    start = space + 1;
-  }
-}
-
 std::optional<uint16_t> port_of(std::string_view text) {
   // Decimal, no sign, no leading zero (the specification's form).
   if (text.empty() || text.size() > 5 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
@@ -117,7 +108,7 @@ Parsed parse_v1(std::string_view bytes) {
   Parsed p;
   p.version = Version::v1;
   p.length = end + 2;
-  auto words = split_spaces(bytes.substr(0, end));
+  auto words = split_words(bytes.substr(0, end));
   if (words.size() >= 2 && words[1] == "UNKNOWN") {
     p.status = Parsed::Status::complete;
     return p;
