@@ -1,9 +1,13 @@
 // connrate: how many new connections per second a TCP endpoint (an echo server, directly or through
-// the tunnel) serves, and how long each takes to answer. W threads each loop for D seconds:
-// connect, send N bytes, read the N echoed bytes back, close. Prints one line:
+// the tunnel) serves, and how long each takes to answer. W threads each loop for D seconds (or N
+// connections each, with --count): connect, send N bytes, read the N echoed bytes back, close.
+// Prints one line:
 //   conns=... seconds=... rate_per_s=... ttfb_p50_us=... ttfb_p99_us=... errors=...
 // where ttfb is from the start of connect() to the first echoed byte: through the tunnel, connect()
 // only reaches port A, so this is the time the tunnel takes to set the connection up end to end.
+// --banner: the service speaks first (bench/echo --banner); send nothing, read N bytes, and ttfb is
+// connect() to the first of them. --connect-only: send nothing, ttfb is connect() alone (one round
+// trip to a listener: bench/run.sh measures the emulated WAN's RTT with it).
 // Build: g++ -O2 -std=c++20 -pthread bench/connrate.cpp -o connrate
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,8 +32,9 @@ namespace {
 
 [[noreturn]] void usage() {
   std::fprintf(stderr,
-               "usage: connrate HOST:PORT [--workers W] [--seconds D] [--size N]\n"
-               "       (defaults: 1 worker, 5 seconds, 1 byte)\n");
+               "usage: connrate HOST:PORT [--workers W] [--seconds D] [--count C] [--size N]\n"
+               "                [--banner | --connect-only]\n"
+               "       (defaults: 1 worker, 5 seconds (without --count), 1 byte)\n");
   std::exit(2);
 }
 
@@ -76,6 +81,8 @@ Target resolve(const std::string& host_port) {
   return target;
 }
 
+enum class Mode { echo, banner, connect_only };
+
 struct Outcome {
   std::vector<std::int64_t> ttfb_ns;  // one per connection that echoed every byte
   std::uint64_t errors = 0;
@@ -83,8 +90,8 @@ struct Outcome {
 };
 
 // One connection: returns false (errno set, or 0 for an early close or wrong bytes) on failure.
-bool one_connection(const Target& target, const std::vector<char>& out, std::vector<char>& in,
-                    std::int64_t& ttfb) {
+bool one_connection(const Target& target, Mode mode, const std::vector<char>& out,
+                    std::vector<char>& in, std::int64_t& ttfb) {
   std::int64_t start = now_ns();
   int fd = ::socket(target.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -94,8 +101,13 @@ bool one_connection(const Target& target, const std::vector<char>& out, std::vec
   timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   bool ok = false;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) == 0) {
-    size_t sent = 0;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.len) != 0) {
+    // failed: errno says why
+  } else if (mode == Mode::connect_only) {
+    ttfb = now_ns() - start;
+    ok = true;
+  } else {
+    size_t sent = mode == Mode::banner ? out.size() : 0;  // a banner service is sent nothing
     while (sent < out.size()) {
       ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
@@ -113,7 +125,8 @@ bool one_connection(const Target& target, const std::vector<char>& out, std::vec
       if (got == 0) ttfb = now_ns() - start;
       got += static_cast<size_t>(n);
     }
-    ok = got == in.size() && in == out;
+    // A banner's bytes are not ours to check; an echo must be exactly what was sent.
+    ok = got == in.size() && (mode == Mode::banner || in == out);
     if (got == in.size() && !ok) errno = 0;
   }
   int saved = errno;
@@ -122,12 +135,13 @@ bool one_connection(const Target& target, const std::vector<char>& out, std::vec
   return ok;
 }
 
-void worker(const Target& target, std::uint64_t size, std::int64_t deadline, Outcome& outcome) {
+void worker(const Target& target, Mode mode, std::uint64_t size, std::int64_t deadline,
+            std::uint64_t count, Outcome& outcome) {
   std::vector<char> out(size), in(size);
-  for (std::uint64_t i = 0; now_ns() < deadline; ++i) {
+  for (std::uint64_t i = 0; now_ns() < deadline && i < count; ++i) {
     out[0] = static_cast<char>(i);  // so a misrouted echo (another connection's bytes) is noticed
     std::int64_t ttfb = 0;
-    if (one_connection(target, out, in, ttfb)) {
+    if (one_connection(target, mode, out, in, ttfb)) {
       outcome.ttfb_ns.push_back(ttfb);
     } else {
       ++outcome.errors;
@@ -149,10 +163,17 @@ double percentile_us(const std::vector<std::int64_t>& sorted, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || (argc % 2) != 0) usage();
-  std::uint64_t workers = 1, seconds = 5, size = 1;
+  if (argc < 2) usage();
+  std::uint64_t workers = 1, seconds = 0, size = 1, count = 0;
+  Mode mode = Mode::echo;
   for (int i = 2; i < argc; i += 2) {
     std::string_view flag = argv[i];
+    if (flag == "--banner" || flag == "--connect-only") {
+      mode = flag == "--banner" ? Mode::banner : Mode::connect_only;
+      --i;  // a flag without a value
+      continue;
+    }
+    if (i + 1 >= argc) usage();
     std::uint64_t value = parse_number(argv[i + 1]);
     if (flag == "--workers")
       workers = value;
@@ -160,18 +181,23 @@ int main(int argc, char** argv) {
       seconds = value;
     else if (flag == "--size")
       size = value;
+    else if (flag == "--count")
+      count = value;
     else
       usage();
   }
-  if (workers == 0 || workers > 1024 || seconds == 0 || size == 0) usage();
+  if (seconds == 0 && count == 0) seconds = 5;
+  if (workers == 0 || workers > 1024 || size == 0) usage();
+  if (count == 0) count = UINT64_MAX;
   Target target = resolve(argv[1]);
 
   std::vector<Outcome> outcomes(workers);
   std::vector<std::thread> threads;
   std::int64_t start = now_ns();
-  std::int64_t deadline = start + static_cast<std::int64_t>(seconds) * 1'000'000'000;
+  std::int64_t deadline =
+      seconds == 0 ? INT64_MAX : start + static_cast<std::int64_t>(seconds) * 1'000'000'000;
   for (auto& outcome : outcomes)
-    threads.emplace_back(worker, std::cref(target), size, deadline, std::ref(outcome));
+    threads.emplace_back(worker, std::cref(target), mode, size, deadline, count, std::ref(outcome));
   for (auto& thread : threads) thread.join();
   // The last connections may end after the deadline: the rate is over the time really spent.
   double elapsed = static_cast<double>(now_ns() - start) / 1e9;

@@ -1,8 +1,11 @@
 // echo: a single-threaded epoll echo server on 127.0.0.1 for bench/connrate. pingpong's server
 // starts a thread per connection, which on a small machine would make thread creation part of every
 // new-connection figure; this one costs an accept and a few syscalls per connection.
-// `echo PORT` (0 = any free port) prints "listening port=N" once ready.
+// `echo PORT [--bind IPV4] [--banner TEXT]` (PORT 0 = any free port; default address 127.0.0.1)
+// prints "listening port=N" once ready. With --banner it is a server-speaks-first service: TEXT is
+// sent on accept, before any echo (bench/run.sh's WAN test times connect() to that first byte).
 // Build: g++ -O2 -std=c++20 bench/echo.cpp -o echo
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -62,9 +65,23 @@ bool flush(int fd, Connection& conn) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: echo PORT   (127.0.0.1; PORT 0 = any free port)\n");
-    return 2;
+  auto usage = [] {
+    std::fprintf(stderr,
+                 "usage: echo PORT [--bind IPV4] [--banner TEXT]   (PORT 0 = any free port; "
+                 "default address 127.0.0.1)\n");
+    std::exit(2);
+  };
+  if (argc < 2 || argc % 2 != 0) usage();
+  std::string bind_address = "127.0.0.1";
+  std::string banner;
+  for (int i = 2; i < argc; i += 2) {
+    std::string_view flag = argv[i];
+    if (flag == "--bind")
+      bind_address = argv[i + 1];
+    else if (flag == "--banner")
+      banner = argv[i + 1];
+    else
+      usage();
   }
   std::string_view text = argv[1];
   unsigned port = 0;
@@ -79,7 +96,10 @@ int main(int argc, char** argv) {
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, bind_address.c_str(), &addr.sin_addr) != 1) {
+    std::fprintf(stderr, "echo: bad address '%s'\n", bind_address.c_str());
+    return 2;
+  }
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
   if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("bind");
   if (::listen(listener, 4096) != 0) die("listen");
@@ -118,8 +138,13 @@ int main(int argc, char** argv) {
             die("accept4");
           }
           setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          connections.emplace(conn, std::make_unique<Connection>());
-          watch(EPOLL_CTL_ADD, conn, EPOLLIN | EPOLLRDHUP);
+          auto& fresh = *connections.emplace(conn, std::make_unique<Connection>()).first->second;
+          fresh.pending.assign(banner.begin(), banner.end());
+          if (!flush(conn, fresh)) {
+            drop(conn);
+            continue;
+          }
+          watch(EPOLL_CTL_ADD, conn, fresh.pending.empty() ? EPOLLIN | EPOLLRDHUP : EPOLLOUT);
         }
         continue;
       }

@@ -1,6 +1,7 @@
-// pingpong: measures TCP round-trip latency (e.g. 1 byte there and back) through the tunnel or directly.
-// `pingpong serve PORT` is an echo server on 127.0.0.1; `pingpong client HOST:PORT ...` times round
-// trips over one connection and prints percentiles. Build: g++ -O2 -std=c++20 bench/pingpong.cpp -o pingpong
+// pingpong: measures TCP round-trip latency (e.g. 1 byte there and back) through the tunnel or
+// directly. `pingpong serve PORT` is an echo server on 127.0.0.1; `pingpong client HOST:PORT ...`
+// times round trips over one connection and prints percentiles. Build: g++ -O2 -std=c++20
+// bench/pingpong.cpp -o pingpong
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -121,7 +122,8 @@ int connect_to(const std::string& host_port) {
   if (colon == std::string::npos) usage();
   std::string host = host_port.substr(0, colon);
   std::string port = host_port.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* list = nullptr;
@@ -202,10 +204,14 @@ int main(int argc, char** argv) {
     std::string_view flag = argv[i];
     if (i + 1 >= argc) usage();
     std::uint64_t value = parse_number(argv[i + 1]);
-    if (flag == "--size") size = value;
-    else if (flag == "--count") count = value;
-    else if (flag == "--warmup") warmup = value;
-    else usage();
+    if (flag == "--size")
+      size = value;
+    else if (flag == "--count")
+      count = value;
+    else if (flag == "--warmup")
+      warmup = value;
+    else
+      usage();
   }
   return client(argv[2], size, count, warmup);
 }
