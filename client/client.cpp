@@ -17,10 +17,16 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
       catalog_(std::move(services)),
       control_(loop, server_, catalog_, config.dial_timeout, config.reconnect_max,
                config.daemon.heartbeat, ClientAuth{config.token, config.name}, config.tls,
+               config.pool,
                ControlConnection::Events{
                    [this] { on_online(); },
                    [this](const ConnId& id, std::string_view service) { on_new(id, service); },
-                   [this](const ConnId& id) { links_.on_close(id); }}),
+                   [this](const ConnId& id) { links_.on_close(id); },
+                   [this](const ConnId& id) { pool_.on_park(id); },
+                   [this] {
+                     pool_.clear();
+                     links_.on_session_lost();
+                   }}),
       links_(loop, control_, server_, catalog_, config.dial_timeout, config.tls, config.tls_resume,
              LinkTable::Events{[this](FailReason reason, std::optional<size_t> service) {
                                  auto r = static_cast<size_t>(reason);
@@ -39,6 +45,10 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
                                  counters.bytes_to_target += outcome.bytes_to_service;
                                  counters.bytes_from_target += outcome.bytes_to_visitor;
                                }}),
+      pool_(loop, control_, server_, config.dial_timeout, config.tls,
+            [this](const ConnId& id, std::string_view service, StreamSocket socket) {
+              on_pooled(id, service, std::move(socket));
+            }),
       service_counters_(catalog_.size()),
       start_time_(static_cast<double>(std::time(nullptr))),
       summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters_, gauges()); }) {
@@ -57,6 +67,16 @@ void Client::on_new(const ConnId& id, std::string_view service) {
   links_.on_new(id, *index);
 }
 
+void Client::on_pooled(const ConnId& id, std::string_view service, StreamSocket socket) {
+  ++counters_.requested;
+  ++counters_.pooled;
+  auto index = catalog_.for_new(service);
+  if (!index)
+    return links_.refuse_pooled(id, service.empty() ? kDefaultService : service, std::move(socket));
+  ++service_counters_[*index].requested;
+  links_.on_pooled(id, *index, std::move(socket));
+}
+
 ClientGauges Client::gauges() const {
   const RelaySet& relays = links_.relays();
   ClientGauges gauges;
@@ -67,6 +87,8 @@ ClientGauges Client::gauges() const {
   gauges.live_bytes_from_target = relays.live_bytes_to_visitor();
   gauges.start_time_seconds = start_time_;
   gauges.tls_on = config_.tls != nullptr;
+  gauges.pool_parked = pool_.parked();
+  gauges.pool_opening = pool_.opening();
   if (config_.tls) gauges.tls_handshakes = config_.tls->counts();
   return gauges;
 }

@@ -11,6 +11,7 @@
 #include "service_catalog.hpp"
 #include "service_metrics.hpp"
 #include "tunnel/metrics_endpoint.hpp"
+#include "warm_pool.hpp"
 
 namespace tunnel::client {
 
@@ -34,6 +35,7 @@ class Client {
  private:
   void on_online();
   void on_new(const ConnId& id, std::string_view service);
+  void on_pooled(const ConnId& id, std::string_view service, StreamSocket socket);
   ClientGauges gauges() const;
 
   EventLoop& loop_;
@@ -42,6 +44,7 @@ class Client {
   ServiceCatalog catalog_;
   ControlConnection control_;
   LinkTable links_;
+  WarmPool pool_;
   bool ready_sent_ = false;
 
   ClientCounters counters_;

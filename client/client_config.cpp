@@ -7,6 +7,7 @@
 
 #include "tunnel/auth.hpp"
 #include "tunnel/cli_common.hpp"
+#include "tunnel/protocol.hpp"
 #include "tunnel/token_file.hpp"
 
 namespace tunnel::client {
@@ -81,6 +82,12 @@ int parse_arguments(int argc, char** argv, ClientConfig& config) {
                  "handshake (false: to measure what resumption saves)")
       ->capture_default_str()
       ->type_name("BOOL");
+  app.add_option("--pool", config.pool,
+                 "Data connections kept open to the server in advance, so that a new visitor "
+                 "reaches the target in one round trip (0: none; the server may grant fewer)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, protocol::kMaxPoolRequest))
+      ->type_name("N");
   config::Tables tables;
   cli::add_daemon_options(app, config.daemon, &tables, {"service"});
   if (int code = cli::parse(app, argc, argv); code >= 0) return code;

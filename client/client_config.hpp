@@ -30,6 +30,10 @@ struct ClientConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   bool tls_resume = true;  // data connections resume the TLS session (off: to measure its worth)
+  // Data connections kept open in advance (the pool extension), so that a visitor needs no dial:
+  // 8 covers the handful of connections a browser opens to one site at once, for a few KiB of
+  // kernel memory and two descriptors each; 0 turns the pool off. The server may grant fewer.
+  size_t pool = 8;
   std::shared_ptr<tls::ClientContext> tls;
   DaemonOptions daemon;
   bool check_config = false;  // --check-config: parse, say so, exit

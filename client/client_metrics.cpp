@@ -38,6 +38,13 @@ std::string render_metrics(const ClientCounters& c, const ClientGauges& g) {
     m.sample("tunnel_tls_handshakes_total", g.tls_handshakes.full, {{"kind", "full"}});
     m.sample("tunnel_tls_handshakes_total", g.tls_handshakes.resumed, {{"kind", "resumed"}});
   }
+  m.family("tunnel_pool_connections", "gauge",
+           "Pooled data connections to the server, by state: idle (parked) or being opened.");
+  m.sample("tunnel_pool_connections", g.pool_parked, {{"state", "parked"}});
+  m.sample("tunnel_pool_connections", g.pool_opening, {{"state", "opening"}});
+  m.family("tunnel_pool_handoffs_total", "counter",
+           "Connections the server handed to a pooled data connection (no dial needed).");
+  m.sample("tunnel_pool_handoffs_total", c.pooled);
   m.family("process_start_time_seconds", "gauge", "Start time of the process, in Unix seconds.");
   m.sample("process_start_time_seconds", g.start_time_seconds);
   return m.text();

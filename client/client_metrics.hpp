@@ -14,6 +14,7 @@ namespace tunnel::client {
 struct ClientCounters {
   uint64_t requested = 0;                       // NEW <id> received
   uint64_t relayed = 0;                         // connections that reached the relay
+  uint64_t pooled = 0;                          // of those requested, handed on a pooled one
   std::array<uint64_t, kFailReasons> failed{};  // by FailReason; every one exposed, 0 until seen
   uint64_t bytes_to_target = 0;                 // of relays that have finished
   uint64_t bytes_from_target = 0;
@@ -27,6 +28,8 @@ struct ClientGauges {
   uint64_t live_bytes_from_target = 0;
   double start_time_seconds = 0;
   bool tls_on = false;
+  size_t pool_parked = 0;               // pooled data connections idle, waiting for a visitor
+  size_t pool_opening = 0;              // pooled data connections being opened
   tls::HandshakeCounts tls_handshakes;  // control and data connections, full or resumed
 };
 

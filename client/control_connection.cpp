@@ -3,6 +3,7 @@
 // The hello always offers `services`; an OK that lists it is followed by one SERVE per service.
 #include "control_connection.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include "tunnel/log.hpp"
@@ -20,12 +21,13 @@ ControlConnection::ControlConnection(EventLoop& loop, std::span<const SocketAddr
                                      const ServiceCatalog& services, Duration dial_timeout,
                                      Duration reconnect_max, HeartbeatSettings heartbeat,
                                      ClientAuth auth, std::shared_ptr<tls::ClientContext> tls,
-                                     Events events)
+                                     size_t pool_size, Events events)
     : loop_(loop),
       server_(server),
       server_name_(server.front().to_string()),
       dial_timeout_(dial_timeout),
       auth_(std::move(auth)),
+      pool_size_(pool_size),
       events_(std::move(events)),
       services_(services),
       tls_(std::move(tls)),
@@ -98,6 +100,7 @@ void ControlConnection::start_session(StreamSocket socket) {
   std::vector<std::string> features;
   if (!auth_.token.empty()) features.emplace_back(auth::kFeature);
   features.emplace_back(protocol::kServicesFeature);
+  if (pool_size_ > 0) features.emplace_back(protocol::kPoolFeature);
   move_to(auth_.token.empty() ? ControlState::awaiting_answer : ControlState::awaiting_challenge);
   connection_->send(protocol::control_hello(features));
 }
@@ -132,6 +135,9 @@ void ControlConnection::on_line(std::string_view line) {
       break;
     case protocol::Verb::close_conn:
       events_.on_close(message.id);
+      break;
+    case protocol::Verb::park:
+      events_.on_park(message.id);
       break;
     case protocol::Verb::ping:
       connection_->send(protocol::pong(message.word));
@@ -191,6 +197,10 @@ void ControlConnection::on_answer(const protocol::Message& message) {
               auth_.token.empty() ? "none" : "token");
     if (auto serve = services_.on_ok(message.features, server_name_); !serve.empty())
       connection_->send(serve);
+    const bool pooled =
+        pool_size_ > 0 && std::find(message.features.begin(), message.features.end(),
+                                    protocol::kPoolFeature) != message.features.end();
+    if (pooled) connection_->send(protocol::pool(pool_size_));
     return events_.on_online();
   }
   if (message.verb == protocol::Verb::err)
@@ -217,6 +227,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
   stable_.cancel();
   heartbeat_.stop();
   services_.on_lost();
+  if (events_.on_offline) events_.on_offline();
   if (state_ == ControlState::stopped) return;
   move_to(ControlState::backing_off);
   auto delay = backoff_.next();
@@ -228,6 +239,7 @@ void ControlConnection::lost(std::string_view event, std::string_view fields) {
 void ControlConnection::stop() {
   move_to(ControlState::stopped);
   services_.on_lost();
+  if (events_.on_offline) events_.on_offline();
   retry_.cancel();
   stable_.cancel();
   heartbeat_.stop();

@@ -48,6 +48,8 @@ class ControlConnection final : public ControlLink {
     // The service as NEW names it: empty when it names none (an older server).
     std::function<void(const ConnId&, std::string_view service)> on_new;
     std::function<void(const ConnId&)> on_close;
+    std::function<void(const ConnId&)> on_park;  // PARK <id> (pool extension)
+    std::function<void()> on_offline;            // the session ended (lost, refused or stopped)
   };
 
   // `server` and `services` must outlive this object.
@@ -55,7 +57,7 @@ class ControlConnection final : public ControlLink {
   ControlConnection(EventLoop& loop, std::span<const SocketAddress> server,
                     const ServiceCatalog& services, Duration dial_timeout, Duration reconnect_max,
                     HeartbeatSettings heartbeat, ClientAuth auth,
-                    std::shared_ptr<tls::ClientContext> tls, Events events);
+                    std::shared_ptr<tls::ClientContext> tls, size_t pool_size, Events events);
 
   void start();
   // Closes the connection for good: no reconnect.
@@ -88,6 +90,7 @@ class ControlConnection final : public ControlLink {
   std::string server_name_;  // for logs: the first address
   Duration dial_timeout_;
   ClientAuth auth_;
+  size_t pool_size_;
   Events events_;
   ServiceRegistration services_;
   // Auth, per connection: what the server must prove, the key that follows, and the key of the

@@ -10,8 +10,16 @@
 //                                               <id>, NEW <id> again, shutdown
 //   relaying            -> ended                the relay finished, or the server disowned the
 //                                               id (CLOSE or NEW for it again)
+//   NEW on a pooled connection -> pooled        TAKEN sent there, the service's target dialed
+//   pooled              -> relaying             the target connected: READY sent, relay started
+//   pooled              -> ended                the target failed (FAIL <id> <reason> on the
+//                                               pooled connection), the server closed it, the
+//                                               session ended, shutdown
 // Every change of state goes through move_to(); a link leaves the table only in remove().
 #include "link_table.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "tunnel/channel.hpp"
 #include "tunnel/connector.hpp"
@@ -26,6 +34,12 @@ namespace {
 // before DATA could be sent (a slow target). Past this the link fails as data-connect-failed.
 constexpr int kMaxServerDials = 3;
 
+// The peer has sent its FIN (or reset): poll(POLLRDHUP) sees it even behind unread bytes.
+bool peer_finished(int fd) {
+  pollfd state{fd, POLLRDHUP, 0};
+  return ::poll(&state, 1, 0) == 1 && (state.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 }  // namespace
 
 std::string_view to_string(LinkState state) {
@@ -38,6 +52,8 @@ std::string_view to_string(LinkState state) {
       return "dialing-target";
     case LinkState::waiting_for_server:
       return "waiting-for-server";
+    case LinkState::pooled:
+      return "pooled";
     case LinkState::relaying:
       return "relaying";
     case LinkState::ended:
@@ -59,6 +75,7 @@ struct LinkTable::Link {
   std::unique_ptr<tls::Stream> data_tls;  // after `data`: freed first, while the socket is open
   Fd target;
   int server_dials = 0;
+  std::string unread;  // pooled: the visitor's bytes that came with the NEW line (over TLS)
 };
 
 LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
@@ -195,6 +212,7 @@ void LinkTable::on_server_ready(Link& link, StreamSocket data) {
       return start_relay(link, std::move(data));
     case LinkState::waiting_for_target:
     case LinkState::dialing_target:
+    case LinkState::pooled:
     case LinkState::relaying:
     case LinkState::ended:
       return;  // no dial of B is in flight in these states
@@ -208,6 +226,8 @@ void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error)
   if (error) return fail(link, target_failure(classify_connect_error(error)));
   link.target = std::move(fd);
   switch (link.state) {
+    case LinkState::pooled:
+      return start_pooled_relay(link);
     case LinkState::dialing_both:
       return move_to(link, LinkState::waiting_for_server);
     case LinkState::waiting_for_target: {
@@ -281,8 +301,15 @@ void LinkTable::start_relay(Link& link, StreamSocket data) {
 }
 
 void LinkTable::fail(Link& link, FailReason reason) {
-  // Tell the server first, so the external connection is closed at once with the right reason.
-  control_.send_line(protocol::fail(link.id, to_string(reason)));
+  // Tell the server first, so the external connection is closed at once with the right reason
+  // (or given to another client).
+  if (link.state == LinkState::pooled) {
+    StreamSocket data{link.data->release(), std::move(link.data_tls), {}};
+    link.data.reset();
+    fail_on(data, link.id, reason);
+  } else {
+    control_.send_line(protocol::fail(link.id, to_string(reason)));
+  }
   events_.on_failure(reason, link.service);
   uint64_t suppressed = 0;
   if (failure_log_.allow(suppressed))
@@ -290,6 +317,80 @@ void LinkTable::fail(Link& link, FailReason reason) {
               reason == FailReason::data_connect_failed ? "data-connect-failed" : "target-failed",
               link.id.short_hex(), services_.name(link.service), to_string(reason), suppressed);
   remove(link.id);
+}
+
+void LinkTable::on_pooled(const ConnId& id, size_t service, StreamSocket data) {
+  if (links_.contains(id)) remove(id);  // an earlier attempt under this id is void
+  // TAKEN first: the server knows this connection is alive and waits for READY.
+  if (!send_now(data, protocol::taken(id))) return;  // the server closed it meanwhile
+  auto link = std::make_unique<Link>();
+  link->id = id;
+  link->service = service;
+  link->state = LinkState::pooled;
+  link->unread = std::move(data.unread);
+  link->data_tls = std::move(data.tls);
+  // No read interest: the visitor's bytes wait in the socket for the relay. A reset still wakes us
+  // (the server gave the visitor to someone else, or it left).
+  link->data.emplace(loop_, std::move(data.fd), 0, [this, id](uint32_t) {
+    auto found = links_.find(id);
+    if (found == links_.end() || found->second->state != LinkState::pooled) return;
+    TLOG_DEBUG("event=link-cancelled conn={} reason=pooled-connection-closed", id.short_hex());
+    remove(id);
+  });
+  Link& added = *links_.emplace(id, std::move(link)).first->second;
+  ++counts_[static_cast<size_t>(LinkState::pooled)];
+  added.target_dial = std::make_unique<Connector>(
+      loop_, services_.target(service), dial_timeout_,
+      [this, id](Fd fd, std::error_code ec) { on_target_dialed(id, std::move(fd), ec); });
+  TLOG_DEBUG("event=pooled-handed conn={} service={}", id.short_hex(), services_.name(service));
+}
+
+void LinkTable::refuse_pooled(const ConnId& id, std::string_view service, StreamSocket data) {
+  fail_on(data, id, FailReason::unknown_service);
+  events_.on_failure(FailReason::unknown_service, std::nullopt);
+  uint64_t suppressed = 0;
+  if (failure_log_.allow(suppressed))
+    TLOG_WARN("event=unknown-service conn={} service={} suppressed={}", id.short_hex(), service,
+              suppressed);
+}
+
+void LinkTable::start_pooled_relay(Link& link) {
+  StreamSocket data{link.data->release(), std::move(link.data_tls), std::move(link.unread)};
+  link.data.reset();
+  // A server that gave up on this connection (it took too long to answer) has closed it: then
+  // nothing of the visitor's may reach the target, which another attempt serves.
+  if (peer_finished(data.fd.get()) || !send_now(data, protocol::ready(link.id))) {
+    TLOG_DEBUG("event=link-cancelled conn={} reason=pooled-connection-closed", link.id.short_hex());
+    return remove(link.id);
+  }
+  move_to(link, LinkState::relaying);
+  relay_services_[link.id] = link.service;
+  events_.on_relaying(link.service);
+  if (data.tls)
+    relays_.start(link.id, std::move(data.fd), std::move(link.target), TlsSide::visitor,
+                  std::move(data.tls), data.unread);
+  else
+    relays_.start(link.id, std::move(data.fd), std::move(link.target));
+  TLOG_DEBUG("event=relaying conn={} service={} pooled=1", link.id.short_hex(),
+             services_.name(link.service));
+}
+
+void LinkTable::fail_on(StreamSocket& data, const ConnId& id, FailReason reason) {
+  send_now(data, protocol::fail(id, to_string(reason)));
+  if (data.tls) data.tls->shutdown_write();
+  ::shutdown(data.fd.get(), SHUT_WR);
+  // Unread bytes at close() would send a reset, which may overtake the FAIL line: take them off
+  // first (the visitor's early bytes; bounded by what the server sends before READY).
+  char discarded[16384];
+  for (int reads = 0; reads < 8; ++reads)
+    if (::recv(data.fd.get(), discarded, sizeof discarded, MSG_DONTWAIT) <= 0) break;
+}
+
+void LinkTable::on_session_lost() {
+  std::vector<ConnId> pooled;
+  for (const auto& [id, link] : links_)
+    if (link->state == LinkState::pooled) pooled.push_back(id);
+  for (const ConnId& id : pooled) remove(id);
 }
 
 void LinkTable::on_close(const ConnId& id) {

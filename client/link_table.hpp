@@ -30,9 +30,9 @@ enum class LinkState {
   dialing_target,      // the server closed B while the target was slow: B is dialed again once
                        // the target answers
   waiting_for_server,  // target connected, B still connecting
-  relaying,            // DATA <id> sent; bytes flow
+  pooled,              // handed on a pooled data connection (TAKEN sent), the target dialing
+  relaying,            // DATA <id> (or READY on a pooled connection) sent; bytes flow
   ended,               // finished; the link leaves the table in the same step
-  // Room here for the pool (a pooled data connection handed an id).
 };
 inline constexpr size_t kLinkStates = static_cast<size_t>(LinkState::ended) + 1;
 std::string_view to_string(LinkState state);
@@ -63,6 +63,13 @@ class LinkTable {
   void refuse_unknown(const ConnId& id, std::string_view service);
   // CLOSE <id>: the server will not pair this id; whatever is left of it ends.
   void on_close(const ConnId& id);
+  // NEW <id> came on a pooled data connection (`data`, with the visitor's first bytes as
+  // unread) for the service at `service`: TAKEN is sent at once, READY once the target answers.
+  void on_pooled(const ConnId& id, size_t service, StreamSocket data);
+  // The same for a service we do not serve: FAIL <id> unknown-service on that connection.
+  void refuse_pooled(const ConnId& id, std::string_view service, StreamSocket data);
+  // The control session ended: the server took back what it had handed to pooled connections.
+  void on_session_lost();
 
   // Shutting down: ends every link not yet relaying, then calls `drained` once the relays finish.
   void drain(std::function<void()> drained);
@@ -87,7 +94,10 @@ class LinkTable {
   void on_server_ready(Link& link, StreamSocket data);
   void on_data_readable(const ConnId& id);
   void start_relay(Link& link, StreamSocket data);
+  void start_pooled_relay(Link& link);
   void fail(Link& link, FailReason reason);
+  // Says FAIL on a pooled connection and closes it without resetting the line away.
+  void fail_on(StreamSocket& data, const ConnId& id, FailReason reason);
   void remove(ConnId id);  // by value: callers pass keys of the map it erases from
 
   EventLoop& loop_;

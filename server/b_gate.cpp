@@ -14,7 +14,7 @@
 namespace tunnel::server {
 BGate::BGate(EventLoop& loop, Duration handshake_timeout, const Tokens& tokens,
              std::shared_ptr<tls::ServerContext> tls, Sessions& sessions, ConnectionTable& table,
-             ServerCounters& counters)
+             ServerCounters& counters, size_t pool_max)
     : loop_(loop),
       handshake_timeout_(handshake_timeout),
       tokens_(tokens),
@@ -22,6 +22,7 @@ BGate::BGate(EventLoop& loop, Duration handshake_timeout, const Tokens& tokens,
       sessions_(sessions),
       table_(table),
       counters_(counters),
+      pool_max_(pool_max),
       unknown_token_(auth::new_nonce()) {
   crypto::random_bytes(unknown_key_);
 }
@@ -171,24 +172,25 @@ void BGate::on_control_hello(StreamSocket socket, const std::vector<std::string>
   auto listed = [&](std::string_view feature) {
     return std::find(features.begin(), features.end(), feature) != features.end();
   };
-  const bool speaks_services = listed(protocol::kServicesFeature);
-  // Without a token the core protocol, and the services extension if listed.
+  HelloFeatures taken_up{listed(protocol::kServicesFeature),
+                         listed(protocol::kPoolFeature) ? pool_max_ : 0};
+  // Without a token the core protocol, and the extensions listed.
   if (!tokens_.required())
-    return sessions_.offer(std::move(socket), std::move(peer), std::nullopt, speaks_services);
+    return sessions_.offer(std::move(socket), std::move(peer), std::nullopt, taken_up);
   if (!listed(auth::kFeature))
     return refuse_auth(socket, "control", "no-auth",
                        "this server requires a token (tunnel-client --token-file)", peer);
   std::string nonce = auth::new_nonce();
   send_at_once(socket, protocol::auth_challenge(nonce));
-  read_line(std::move(socket), [this, nonce, speaks_services](StreamSocket connection,
-                                                              std::string_view line,
-                                                              std::string connection_peer) {
-    on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce, speaks_services);
-  });
+  read_line(
+      std::move(socket), [this, nonce, taken_up](StreamSocket connection, std::string_view line,
+                                                 std::string connection_peer) {
+        on_auth_proof(std::move(connection), line, std::move(connection_peer), nonce, taken_up);
+      });
 }
 
 void BGate::on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
-                          const std::string& nonce, bool speaks_services) {
+                          const std::string& nonce, HelloFeatures features) {
   auto parsed = protocol::parse_message(line);
   auto* message = std::get_if<protocol::Message>(&parsed);
   if (!message || message->verb != protocol::Verb::auth_proof)
@@ -213,13 +215,16 @@ void BGate::on_auth_proof(StreamSocket socket, std::string_view line, std::strin
     return refuse_auth(socket, "control", "bad-proof", "authentication failed", peer,
                        identity.name);
   send_at_once(socket, protocol::auth_ok(crypto::to_hex(ours)));
-  sessions_.offer(std::move(socket), std::move(peer), std::move(identity), speaks_services);
+  sessions_.offer(std::move(socket), std::move(peer), std::move(identity), features);
 }
 
 void BGate::on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
                           const std::string& peer) {
-  // The session the id was told to: its key is the one the proof must be made with.
+  // The session the id was told to (NEW, or PARK for a pooled connection): its key is the one the
+  // proof must be made with.
   const ClientLink* told = table_.announced_to(id);
+  const bool pooled = !told && table_.pools().issued_to(id);
+  if (pooled) told = table_.pools().issued_to(id);
   if (!tokens_.required()) {
     if (!proof.empty()) return refuse(FailureReason::bad_handshake, "unexpected-proof", peer);
   } else {
@@ -232,6 +237,11 @@ void BGate::on_data_hello(StreamSocket socket, const ConnId& id, std::string_vie
     const auth::SessionKey* key = told->key();
     if (!auth::proof_matches(auth::data_proof(key ? *key : unknown_key_, id), proof) || !key)
       return refuse_auth(socket, "data", "bad-proof", "authentication failed", peer);
+  }
+  if (pooled) {
+    if (!table_.pools().park(id, std::move(socket)))
+      return refuse(FailureReason::unknown_id, "unknown-id", peer);
+    return;
   }
   if (!table_.claim(id, std::move(socket)))
     return refuse(FailureReason::unknown_id, "unknown-id", peer);

@@ -27,9 +27,10 @@ class BGate {
  public:
   // `tokens` (read at each hello: a reload may replace them) without any: no auth (the core
   // protocol); `tls` null: plain TCP. `counters` is where refusals and pairings count.
+  // `pool_max`: the most pooled connections one session may keep (0: the pool is not offered).
   BGate(EventLoop& loop, Duration handshake_timeout, const Tokens& tokens,
         std::shared_ptr<tls::ServerContext> tls, Sessions& sessions, ConnectionTable& table,
-        ServerCounters& counters);
+        ServerCounters& counters, size_t pool_max = 0);
   ~BGate();
 
   // A connection was accepted on B.
@@ -56,7 +57,7 @@ class BGate {
   void on_control_hello(StreamSocket socket, const std::vector<std::string>& features,
                         std::string peer);
   void on_auth_proof(StreamSocket socket, std::string_view line, std::string peer,
-                     const std::string& nonce, bool speaks_services);
+                     const std::string& nonce, HelloFeatures features);
   void on_data_hello(StreamSocket socket, const ConnId& id, std::string_view proof,
                      const std::string& peer);
 
@@ -73,6 +74,7 @@ class BGate {
   Sessions& sessions_;
   ConnectionTable& table_;
   ServerCounters& counters_;
+  size_t pool_max_;
   std::unordered_map<uint64_t, std::unique_ptr<BHandshake>> handshakes_;
   std::unordered_map<uint64_t, std::unique_ptr<tls::Handshake>> tls_handshakes_;
   std::unordered_map<uint64_t, std::string> tls_peers_;  // for the log, taken while connected

@@ -4,12 +4,19 @@
 // can fake it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
 #include "tunnel/auth.hpp"
 
 namespace tunnel::server {
+
+// The extensions a control hello listed that the server takes up.
+struct HelloFeatures {
+  bool services = false;  // NEW names the service; SERVE lines
+  size_t pool_cap = 0;    // the most pooled connections the session may keep; 0: no pool
+};
 
 class ClientLink {
  public:

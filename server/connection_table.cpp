@@ -7,7 +7,15 @@
 //                                                    (NEW under a fresh id)
 //   announced                 -> waiting_for_client  the session told went away, none other
 //   announced                 -> relaying            DATA <id> claimed it
-//   waiting_for_client, announced -> ended           pair timeout (no-client / pair-timeout),
+//   waiting_for_client, announced -> handed_off      (instead of NEW) the session picked has a
+//                                                    pooled data connection: NEW on it, with the
+//                                                    visitor's first bytes
+//   handed_off                -> relaying            READY on the pooled connection
+//   handed_off                -> announced/waiting   the pooled connection was dead (no TAKEN in
+//                                                    time, closed) or its client answered FAIL, or
+//                                                    its session went away: announced again under
+//                                                    a fresh id (after a dead one, with NEW)
+//   waiting_for_client, announced, handed_off -> ended   pair timeout (no-client / pair-timeout),
 //                                                    FAIL from every session serving it, A reset,
 //                                                    service removed, shutdown
 //   relaying                  -> ended               the relay finished (both ends closed)
@@ -24,7 +32,8 @@ namespace tunnel::server {
 namespace {
 
 bool is_pending(ConnState state) {
-  return state == ConnState::waiting_for_client || state == ConnState::announced;
+  return state == ConnState::waiting_for_client || state == ConnState::announced ||
+         state == ConnState::handed_off;
 }
 
 }  // namespace
@@ -35,6 +44,8 @@ std::string_view to_string(ConnState state) {
       return "waiting-for-client";
     case ConnState::announced:
       return "announced";
+    case ConnState::handed_off:
+      return "handed-off";
     case ConnState::relaying:
       return "relaying";
     case ConnState::ended:
@@ -47,11 +58,13 @@ struct ConnectionTable::Entry {
   ConnId id;
   ConnState state = ConnState::waiting_for_client;
   Clock::time_point admitted;
-  std::shared_ptr<Service> service;    // kept by relays too: their bytes count for it at the end
-  std::optional<Addresses> addresses;  // from a PROXY header
-  ClientLink* link = nullptr;          // the session told (announced), null otherwise
-  std::vector<uint64_t> failed_at;     // the sessions that answered FAIL for it, by number
-  std::string client = "-";            // the name of the last client told (logs, metrics)
+  std::shared_ptr<Service> service;      // kept by relays too: their bytes count for it at the end
+  std::optional<Addresses> addresses;    // from a PROXY header
+  ClientLink* link = nullptr;            // the session told (announced, handed_off), else null
+  std::vector<uint64_t> failed_at;       // the sessions that answered FAIL for it, by number
+  std::string client = "-";              // the name of the last client told (logs, metrics)
+  std::unique_ptr<PoolHandoff> handoff;  // handed_off: it holds the external socket meanwhile
+  bool pool_failed = false;              // a pooled connection was dead: NEW from now on
   // Until pairing. Interest is empty: A's bytes stay in the kernel until the relay starts, and only
   // a reset or error (always reported) tells us the external side is gone. A FIN alone is not: a
   // half-closed request still deserves its answer.
@@ -64,21 +77,22 @@ struct ConnectionTable::Entry {
   Entry(EventLoop& loop, ConnId conn_id, ConnectionTable& table)
       : id(conn_id), admitted(loop.now()), deadline(loop, [&table, this] {
           table.end_unpaired(*this,
-                             state == ConnState::announced ? FailureReason::pair_timeout
-                                                           : FailureReason::no_client,
+                             state == ConnState::waiting_for_client ? FailureReason::no_client
+                                                                    : FailureReason::pair_timeout,
                              "");
         }) {}
 };
 
 ConnectionTable::ConnectionTable(EventLoop& loop, Duration pair_timeout, size_t max_pending,
-                                 Events events)
+                                 Events events, Duration handoff_timeout)
     : loop_(loop),
       pair_timeout_(pair_timeout),
       max_pending_(max_pending),
       events_(std::move(events)),
-      relays_(loop, [this](const ConnId& id, const RelayOutcome& outcome, Duration lasted) {
-        on_relay_ended(id, outcome, lasted);
-      }) {}
+      handoff_timeout_(handoff_timeout),
+      relays_(loop, [this](const ConnId& id, const RelayOutcome& outcome,
+                           Duration lasted) { on_relay_ended(id, outcome, lasted); }),
+      pools_(loop, pair_timeout) {}
 
 ConnectionTable::~ConnectionTable() = default;
 
@@ -116,9 +130,7 @@ void ConnectionTable::admit(Fd external, std::shared_ptr<Service> service,
   Entry* e = entry.get();
   e->service = std::move(service);
   e->addresses = std::move(addresses);
-  e->external.emplace(loop_, std::move(external), 0, [this, e](uint32_t) {
-    end_unpaired(*e, FailureReason::closed_early, "external side reset");
-  });
+  watch_external(*e, std::move(external));
   Entry& added = *entries_.emplace(id, std::move(entry)).first->second;
   ++counts_[static_cast<size_t>(ConnState::waiting_for_client)];
   ++added.service->pending;
@@ -128,9 +140,21 @@ void ConnectionTable::admit(Fd external, std::shared_ptr<Service> service,
   announce(added);
 }
 
+void ConnectionTable::watch_external(Entry& entry, Fd external) {
+  entry.external.emplace(loop_, std::move(external), 0, [this, e = &entry](uint32_t) {
+    end_unpaired(*e, FailureReason::closed_early, "external side reset");
+  });
+}
+
 bool ConnectionTable::announce(Entry& entry) {
   ClientLink* link = entry.service->pick(entry.failed_at, loop_.now());
   if (!link) return false;
+  if (!entry.pool_failed) {
+    if (auto pooled = pools_.take(*link)) {
+      hand_off(entry, *link, std::move(*pooled));
+      return true;
+    }
+  }
   link->send_line(
       protocol::new_conn(entry.id, link->speaks_services() ? entry.service->name() : ""));
   entry.link = link;
@@ -163,30 +187,37 @@ std::vector<ConnId> ConnectionTable::link_lost(const ClientLink& link) {
   // still arrive (the client may be alive, only its control connection lost): it is refused as
   // unknown, so it can never be paired with a connection another session is serving.
   std::vector<ConnId> voided;
+  take_from(link, nullptr, "session-lost", &voided);
+  // Its pooled connections were authenticated under its key: they go with it.
+  pools_.end(link);
+  return voided;
+}
+
+void ConnectionTable::take_from(const ClientLink& link, const Service* service,
+                                std::string_view why, std::vector<ConnId>* voided) {
+  std::vector<ConnId> taken;
   for (auto& [id, entry] : entries_)
-    if (entry->state == ConnState::announced && entry->link == &link) voided.push_back(id);
-  for (const ConnId& old_id : voided) {
-    Entry& entry = rename(old_id, "session-lost");
+    if ((entry->state == ConnState::announced || entry->state == ConnState::handed_off) &&
+        entry->link == &link && (!service || entry->service.get() == service))
+      taken.push_back(id);
+  for (const ConnId& old_id : taken) {
+    Entry& old = *entries_.at(old_id);
+    // A pooled connection closes, which tells its client; a NEW needs saying.
+    if (old.state == ConnState::handed_off)
+      take_back(old);
+    else if (voided)
+      voided->push_back(old_id);
+    Entry& entry = rename(old_id, why);
     entry.link = nullptr;
     move_to(entry, ConnState::waiting_for_client);
     announce(entry);  // another client serving the service takes it at once
   }
-  return voided;
 }
 
 void ConnectionTable::link_left(ClientLink& link, const Service& service) {
   std::vector<ConnId> taken_back;
-  for (auto& [id, entry] : entries_)
-    if (entry->state == ConnState::announced && entry->link == &link &&
-        entry->service.get() == &service)
-      taken_back.push_back(id);
-  for (const ConnId& old_id : taken_back) {
-    link.send_line(protocol::close_conn(old_id));
-    Entry& entry = rename(old_id, "not-allowed");
-    entry.link = nullptr;
-    move_to(entry, ConnState::waiting_for_client);
-    announce(entry);
-  }
+  take_from(link, &service, "not-allowed", &taken_back);
+  for (const ConnId& old_id : taken_back) link.send_line(protocol::close_conn(old_id));
 }
 
 void ConnectionTable::service_removed(const Service& service) {
@@ -210,39 +241,110 @@ bool ConnectionTable::claim(const ConnId& id, StreamSocket data) {
   // Only an announced id can be claimed: anything else was never given to a client, or is taken.
   if (it == entries_.end() || it->second->state != ConnState::announced) return false;
   Entry& entry = *it->second;
-  entry.deadline.cancel();
   Fd external = entry.external->release();
   entry.external.reset();
+  // The target learns the visitor's address ahead of the visitor's bytes (the client relays
+  // the header untouched). A fresh connection's send buffer always takes these few bytes.
+  if (auto header = proxy_header(entry, external.get()); !header.empty() && !send_now(data, header))
+    TLOG_DEBUG("event=proxy-header-unsent conn={}", id.short_hex());  // the relay sees why
+  start_relay(entry, std::move(external), std::move(data));
+  return true;
+}
+
+std::string ConnectionTable::proxy_header(const Entry& entry, int external) const {
+  auto version = entry.service->config().send_proxy;
+  if (!version) return {};
+  Addresses a = entry.addresses ? *entry.addresses
+                                : Addresses{peer_address(external), local_address(external)};
+  return proxy_protocol::header(*version, a.visitor, a.reached);
+}
+
+void ConnectionTable::start_relay(Entry& entry, Fd external, StreamSocket data) {
+  entry.deadline.cancel();
   auto waited = std::chrono::duration_cast<Duration>(loop_.now() - entry.admitted);
   move_to(entry, ConnState::relaying);
   ++entry.service->counters.by_client[entry.client].paired;
-  TLOG_DEBUG("event=paired conn={} service={} client={} waited_ms={}", id.short_hex(),
+  TLOG_DEBUG("event=paired conn={} service={} client={} waited_ms={}", entry.id.short_hex(),
              entry.service->name(), entry.client, waited.count());
   set_keepalive(data.fd.get());
-  if (auto version = entry.service->config().send_proxy) {
-    // The target learns the visitor's address ahead of the visitor's bytes (the client relays
-    // the header untouched). A fresh connection's send buffer always takes these few bytes.
-    Addresses a = entry.addresses
-                      ? *entry.addresses
-                      : Addresses{peer_address(external.get()), local_address(external.get())};
-    if (!send_now(data, proxy_protocol::header(*version, a.visitor, a.reached)))
-      TLOG_DEBUG("event=proxy-header-unsent conn={}", id.short_hex());  // the relay sees why
-  }
   if (data.tls)
-    relays_.start(id, std::move(external), std::move(data.fd), TlsSide::service,
+    relays_.start(entry.id, std::move(external), std::move(data.fd), TlsSide::service,
                   std::move(data.tls), data.unread);
   else
-    relays_.start(id, std::move(external), std::move(data.fd));
-  return true;
+    relays_.start(entry.id, std::move(external), std::move(data.fd));
+}
+
+void ConnectionTable::hand_off(Entry& entry, ClientLink& link, StreamSocket pooled) {
+  Fd external = entry.external->release();
+  entry.external.reset();
+  std::string preamble =
+      protocol::new_conn(entry.id, link.speaks_services() ? entry.service->name() : "") +
+      proxy_header(entry, external.get());
+  entry.link = &link;
+  entry.client = link.name();
+  move_to(entry, ConnState::handed_off);
+  TLOG_DEBUG("event=handed-off conn={} service={} client={} session={}", entry.id.short_hex(),
+             entry.service->name(), entry.client, link.number());
+  entry.handoff = std::make_unique<PoolHandoff>(
+      loop_, entry.id, std::move(external), std::move(pooled), std::move(preamble),
+      handoff_timeout_,
+      [this, e = &entry](PoolHandoff::Result result) { on_handoff_done(*e, std::move(result)); });
+  entry.handoff->start();
+}
+
+void ConnectionTable::on_handoff_done(Entry& entry, PoolHandoff::Result result) {
+  ++handoffs_[static_cast<size_t>(result.outcome)];
+  // Called from the handoff's own handler (event_loop.hpp, the lifetime rule).
+  loop_.destroy_later(std::move(entry.handoff));
+  if (result.outcome == HandoffOutcome::ready) {
+    if (events_.on_paired) events_.on_paired();
+    return start_relay(entry, std::move(result.external), std::move(result.pooled));
+  }
+  watch_external(entry, std::move(result.external));
+  ClientLink& link = *entry.link;
+  switch (result.outcome) {
+    case HandoffOutcome::visitor_gone:
+      return end_unpaired(entry, FailureReason::closed_early, result.detail);
+    case HandoffOutcome::target_failed:
+      return retry_elsewhere(entry, link, result.detail);
+    case HandoffOutcome::dead: {
+      uint64_t suppressed = 0;
+      if (dead_log_.allow(suppressed))
+        TLOG_WARN(
+            "event=pool-connection-dead conn={} service={} client={} detail=\"{}\" "
+            "suppressed={}",
+            entry.id.short_hex(), entry.service->name(), entry.client, result.detail, suppressed);
+      // Its siblings are as old: they are replaced, and this visitor takes the NEW path.
+      pools_.distrust(link);
+      entry.pool_failed = true;
+      Entry& renamed = rename(entry.id, "pool-dead");
+      renamed.link = nullptr;
+      move_to(renamed, ConnState::waiting_for_client);
+      announce(renamed);
+      return;
+    }
+    case HandoffOutcome::ready:
+      return;
+  }
+}
+
+void ConnectionTable::take_back(Entry& entry) {
+  if (!entry.handoff) return;
+  Fd external = entry.handoff->cancel();
+  loop_.destroy_later(std::move(entry.handoff));
+  watch_external(entry, std::move(external));
 }
 
 void ConnectionTable::fail(ClientLink& from, const ConnId& id, std::string_view reason) {
   auto it = entries_.find(id);
   // A client can only give up on what it was told.
-  if (it == entries_.end() || it->second->state != ConnState::announced ||
-      it->second->link != &from)
-    return;
-  Entry& failed = *it->second;
+  if (it == entries_.end()) return pools_.forget(from, id);  // a PARK id it could not open
+  if (it->second->state != ConnState::announced || it->second->link != &from) return;
+  retry_elsewhere(*it->second, from, reason);
+}
+
+void ConnectionTable::retry_elsewhere(Entry& failed, ClientLink& from, std::string_view reason) {
+  const ConnId id = failed.id;
   failed.service->failed_on(from, loop_.now());
   TLOG_DEBUG("event=target-failed conn={} service={} client={} detail={}", id.short_hex(),
              failed.service->name(), failed.client, reason);
@@ -262,6 +364,7 @@ void ConnectionTable::fail(ClientLink& from, const ConnId& id, std::string_view 
 
 void ConnectionTable::end_unpaired(Entry& entry, FailureReason failure, std::string_view detail) {
   if (entry.state == ConnState::relaying || entry.state == ConnState::ended) return;
+  take_back(entry);  // a pooled connection closes: its client lets go
   const ConnId id = entry.id;
   auto it = entries_.find(id);
   // The client may be dialing for it: tell it to stop, unless the client itself gave up.
@@ -314,6 +417,10 @@ void ConnectionTable::remove(Entries::iterator it) {
   entries_.erase(it);
   move_to(*entry, ConnState::ended);
   entry->deadline.cancel();
+  if (entry->handoff) {
+    entry->handoff->cancel();  // the external socket it gives back closes here
+    loop_.destroy_later(std::move(entry->handoff));
+  }
   if (entry->external) entry->external->close();
   loop_.destroy_later(std::move(entry));
 }
@@ -324,6 +431,7 @@ void ConnectionTable::drain(std::function<void()> drained) {
     if (it->second->state != ConnState::relaying) remove(it);
     it = next;
   }
+  pools_.close_all();
   relays_.when_drained(std::move(drained));
 }
 

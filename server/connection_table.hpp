@@ -13,6 +13,7 @@
 
 #include "client_link.hpp"
 #include "failure_reason.hpp"
+#include "pool_handoff.hpp"
 #include "service.hpp"
 #include "tunnel/address.hpp"
 #include "tunnel/conn_id.hpp"
@@ -20,6 +21,7 @@
 #include "tunnel/log.hpp"
 #include "tunnel/relay_set.hpp"
 #include "tunnel/stream_socket.hpp"
+#include "warm_pools.hpp"
 
 namespace tunnel::server {
 
@@ -27,9 +29,9 @@ enum class ConnState {
   waiting_for_client,  // no session has been told (none serves the service, or the one told went
                        // away or failed)
   announced,           // NEW <id> sent to one session; waiting for DATA <id>
+  handed_off,          // given to one of a session's pooled data connections; waiting for READY
   relaying,            // paired with the client's data connection; bytes flow
   ended,               // finished; the entry leaves the table in the same step
-  // Room here for the pool (handed to a pooled link).
 };
 inline constexpr size_t kConnStates = static_cast<size_t>(ConnState::ended) + 1;
 std::string_view to_string(ConnState state);
@@ -39,9 +41,13 @@ class ConnectionTable {
   struct Events {
     std::function<void(FailureReason)> on_failure;            // ended without a relay
     std::function<void(const RelayOutcome&)> on_relay_ended;  // for the byte counters
+    std::function<void()> on_paired;  // a handoff to a pooled connection became a relay
   };
 
-  ConnectionTable(EventLoop& loop, Duration pair_timeout, size_t max_pending, Events events);
+  // `handoff_timeout`: how long a pooled data connection has to answer TAKEN before it counts as
+  // dead (the server's probe timeout: a live client answers within it).
+  ConnectionTable(EventLoop& loop, Duration pair_timeout, size_t max_pending, Events events,
+                  Duration handoff_timeout = std::chrono::seconds(1));
   ~ConnectionTable();
 
   // The two addresses of an external connection: the visitor's and the one it reached (from a
@@ -80,20 +86,46 @@ class ConnectionTable {
   void abort_relays();
 
   size_t pending() const {
-    return count(ConnState::waiting_for_client) + count(ConnState::announced);
+    return count(ConnState::waiting_for_client) + count(ConnState::announced) +
+           count(ConnState::handed_off);
   }
   size_t relaying() const { return count(ConnState::relaying); }
   size_t count(ConnState state) const { return counts_[static_cast<size_t>(state)]; }
   std::optional<ConnState> state_of(const ConnId& id) const;
   const RelaySet& relays() const { return relays_; }
+  // The sessions' warm pools: B's gate parks connections here, sessions size them.
+  WarmPools& pools() { return pools_; }
+  const WarmPools& pools() const { return pools_; }
+  // Handoffs to pooled connections that ended so, since start.
+  uint64_t handoffs(HandoffOutcome outcome) const {
+    return handoffs_[static_cast<size_t>(outcome)];
+  }
 
  private:
   struct Entry;
   using Entries = std::unordered_map<ConnId, std::unique_ptr<Entry>, ConnIdHash>;
 
   void move_to(Entry& entry, ConnState next);
-  // Tells a session serving the entry's service about it, if one can take it (false: none).
+  // Tells a session serving the entry's service about it, if one can take it (false: none): hands
+  // it to one of the session's pooled connections if there is one, else sends NEW.
   bool announce(Entry& entry);
+  void hand_off(Entry& entry, ClientLink& link, StreamSocket pooled);
+  void on_handoff_done(Entry& entry, PoolHandoff::Result result);
+  // Stops a handoff in progress (the pooled connection closes) and watches the external side again.
+  void take_back(Entry& entry);
+  // Watches `external` for a reset while the entry waits (no read: its bytes stay in the kernel).
+  void watch_external(Entry& entry, Fd external);
+  // The session told `entry` could not reach its target: another serving the service gets it
+  // under a fresh id, if one has not tried; else it ends.
+  void retry_elsewhere(Entry& entry, ClientLink& from, std::string_view reason);
+  // The PROXY header the entry's service sends to its target, or empty.
+  std::string proxy_header(const Entry& entry, int external) const;
+  // Pairs the entry's external side with `data` and starts the relay.
+  void start_relay(Entry& entry, Fd external, StreamSocket data);
+  // A session gave up what it had (lost, or no longer allowed): `pick` entries go back to waiting
+  // under fresh ids and are announced again.
+  void take_from(const ClientLink& link, const Service* service, std::string_view why,
+                 std::vector<ConnId>* voided);
   // Gives the entry a fresh id (what it was told under the old one is void); returns the entry.
   Entry& rename(const ConnId& old_id, std::string_view why);
   void end_unpaired(Entry& entry, FailureReason failure, std::string_view detail);
@@ -106,9 +138,13 @@ class ConnectionTable {
   Events events_;
   Entries entries_;
   std::array<size_t, kConnStates> counts_{};
+  Duration handoff_timeout_;
   RelaySet relays_;
+  WarmPools pools_;
+  std::array<uint64_t, 4> handoffs_{};
   log::RateLimit failure_log_[kFailureReasons];
   log::RateLimit retry_log_;
+  log::RateLimit dead_log_;
 };
 
 }  // namespace tunnel::server

@@ -58,9 +58,12 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
                  [this](const RelayOutcome& outcome) {
                    counters_.bytes_to_client += outcome.bytes_to_service;
                    counters_.bytes_to_external += outcome.bytes_to_visitor;
-                 }}),
+                 },
+                 [this] { ++counters_.paired; }},
+             config.probe_timeout),
       sessions_(loop, config.daemon.heartbeat, config.probe_timeout, services_, table_),
-      gate_(loop, config.handshake_timeout, tokens_, config.tls, sessions_, table_, counters_),
+      gate_(loop, config.handshake_timeout, tokens_, config.tls, sessions_, table_, counters_,
+            config.pool_max),
       start_time_(static_cast<double>(std::time(nullptr))),
       summary_timer_(loop, kSummaryInterval, [this] { summary_.log(counters(), gauges()); }) {
   for (const auto& service_config : config_.services) {
@@ -79,12 +82,15 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
     return render_metrics(counters(), gauges(), services_, sessions_, config_.clients);
   });
   summary_timer_.start();
-  TLOG_INFO("event=ready pair_timeout={} max_pending={} services={} clients={} auth={} tls={}",
-            format_duration(config_.pair_timeout), config_.max_pending, services_.size(),
-            config_.clients.size(), tokens_.required() ? "token" : "none",
-            !config_.tls                                 ? "off"
-            : config_.tls->requires_client_certificate() ? "mtls"
-                                                         : "on");
+  TLOG_INFO(
+      "event=ready pair_timeout={} max_pending={} services={} clients={} auth={} tls={} "
+      "pool_max={}",
+      format_duration(config_.pair_timeout), config_.max_pending, services_.size(),
+      config_.clients.size(), tokens_.required() ? "token" : "none",
+      !config_.tls                                 ? "off"
+      : config_.tls->requires_client_certificate() ? "mtls"
+                                                   : "on",
+      config_.pool_max);
 }
 
 Server::~Server() = default;
@@ -215,6 +221,7 @@ std::vector<std::string_view> needs_restart(const ServerConfig& now, const Serve
   differs(now.probe_timeout != next.probe_timeout, "probe-timeout");
   differs(now.handshake_timeout != next.handshake_timeout, "handshake-timeout");
   differs(now.max_pending != next.max_pending, "max-pending");
+  differs(now.pool_max != next.pool_max, "pool-max");
   differs(now.tls_cert_file != next.tls_cert_file || now.tls_key_file != next.tls_key_file ||
               now.tls_client_ca_file != next.tls_client_ca_file,
           "tls-cert/tls-key/tls-client-ca");

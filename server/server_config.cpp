@@ -166,6 +166,12 @@ Parser::Parser(ServerConfig& config) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->type_name("N");
+  app.add_option("--pool-max", config.pool_max,
+                 "Pooled data connections one client may keep open in advance (tunnel-client "
+                 "--pool asks for its number up to this); 0 turns the pool off")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, protocol::kMaxPoolRequest))
+      ->type_name("N");
   cli::add_token_file(app, config.token,
                       "Require clients to prove they hold the token in FILE (mode 600; a name "
                       "relative to $CREDENTIALS_DIRECTORY works with systemd's LoadCredential=); "

@@ -58,6 +58,9 @@ struct ServerConfig {
   Duration probe_timeout = 1s;
   Duration handshake_timeout = 5s;
   size_t max_pending = 1024;
+  // The most pooled data connections one client session may keep (the pool extension); 0: the
+  // pool is not offered. A client asks for its own number (tunnel-client --pool) up to this.
+  size_t pool_max = 64;
   // The auth extension's token, from --token-file: the token of every client name not listed in
   // `clients`. Empty, and no named clients: no auth.
   std::string token;

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "tunnel/address.hpp"
 #include "tunnel/log.hpp"
 #include "tunnel/protocol.hpp"
@@ -10,12 +12,12 @@
 namespace tunnel::server {
 
 Session::Session(EventLoop& loop, uint64_t number, StreamSocket socket,
-                 std::optional<ClientIdentity> identity, bool speaks_services,
+                 std::optional<ClientIdentity> identity, HelloFeatures features,
                  HeartbeatSettings heartbeat, Events events)
     : number_(number),
       peer_(peer_address(socket.fd.get()).to_string()),
       identity_(std::move(identity)),
-      speaks_services_(speaks_services),
+      features_(features),
       events_(std::move(events)),
       connection_(
           loop, std::move(socket), [this](std::string_view line) { on_line(line); },
@@ -69,11 +71,19 @@ void Session::on_line(std::string_view line) {
       break;
     case protocol::Verb::serve:
       // Without the extension negotiated SERVE is a word this session must not send.
-      if (!speaks_services_) {
+      if (!features_.services) {
         TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, log::escaped(line));
         return closed("unexpected message");
       }
       on_serve(message.service);
+      break;
+    case protocol::Verb::pool:
+      // Without the extension negotiated POOL is a word this session must not send.
+      if (features_.pool_cap == 0) {
+        TLOG_WARN("event=control-unexpected session={} line=\"{}\"", number_, log::escaped(line));
+        return closed("unexpected message");
+      }
+      events_.on_pool(*this, std::min(message.count, features_.pool_cap));
       break;
     case protocol::Verb::unknown:
       TLOG_DEBUG("event=control-ignored session={} verb={}", number_, message.word);

@@ -27,21 +27,24 @@ class Session final : public ClientLink {
     std::function<void(Session& from, const ConnId& id, std::string_view reason)> on_fail;
     // SERVE <service>, once per name (a repeated name is answered here, already-served).
     std::function<void(Session& from, const std::string& service)> on_serve;
+    // POOL <n>, `wanted` already bounded by the session's cap.
+    std::function<void(Session& from, size_t wanted)> on_pool;
     // Called once, from the session's own handlers: the owner frees it with destroy_later.
     std::function<void(std::string_view reason)> on_closed;
   };
 
-  // `speaks_services`: the hello listed the services extension.
+  // `features`: the extensions in use on this session.
   Session(EventLoop& loop, uint64_t number, StreamSocket socket,
-          std::optional<ClientIdentity> identity, bool speaks_services, HeartbeatSettings heartbeat,
-          Events events);
+          std::optional<ClientIdentity> identity, HelloFeatures features,
+          HeartbeatSettings heartbeat, Events events);
 
   // ClientLink
   uint64_t number() const override { return number_; }
   // The client's proven name, or `default` without auth.
   std::string_view name() const override;
   bool open() const override { return connection_.open(); }
-  bool speaks_services() const override { return speaks_services_; }
+  bool speaks_services() const override { return features_.services; }
+  size_t pool_cap() const { return features_.pool_cap; }
   const auth::SessionKey* key() const override { return identity_ ? &identity_->key : nullptr; }
   void send_line(std::string_view line) override { connection_.send(line); }
 
@@ -67,7 +70,7 @@ class Session final : public ClientLink {
   uint64_t number_;
   std::string peer_;
   std::optional<ClientIdentity> identity_;
-  bool speaks_services_;
+  HelloFeatures features_;
   std::vector<std::string> announced_;
   std::unordered_set<std::string> announced_set_;
   size_t serve_lines_ = 0;

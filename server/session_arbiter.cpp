@@ -65,8 +65,8 @@ void SessionArbiter::disown(const std::vector<ConnId>& ids) {
 }
 
 void SessionArbiter::offer(StreamSocket socket, std::string peer,
-                           std::optional<ClientIdentity> identity, bool speaks_services) {
-  Newcomer newcomer{std::move(socket), std::move(peer), std::move(identity), speaks_services};
+                           std::optional<ClientIdentity> identity, HelloFeatures features) {
+  Newcomer newcomer{std::move(socket), std::move(peer), std::move(identity), features};
   if (closed_) return refuse_busy(newcomer);
   if (state_ == ArbiterState::no_session) return open_session(std::move(newcomer));
   // A session whose socket already failed is only waiting for its loss to be reported: report it
@@ -111,22 +111,26 @@ void SessionArbiter::open_session(Newcomer newcomer) {
   uint64_t number = ++session_numbers_;
   bool authenticated = newcomer.identity.has_value();
   session_ = std::make_unique<Session>(
-      loop_, number, std::move(newcomer.socket), std::move(newcomer.identity),
-      newcomer.speaks_services, heartbeat_,
+      loop_, number, std::move(newcomer.socket), std::move(newcomer.identity), newcomer.features,
+      heartbeat_,
       Session::Events{
           [this](Session& from, const ConnId& id, std::string_view reason) {
             events_.on_fail(from, id, reason);
           },
           [this](Session& from, const std::string& service) { events_.on_serve(from, service); },
+          [this](Session& from, size_t wanted) {
+            if (events_.on_pool) events_.on_pool(from, wanted);
+          },
           [this, number](std::string_view reason) { on_session_closed(number, reason); }});
   move_to(ArbiterState::online);
   std::vector<std::string> features;
   if (authenticated) features.emplace_back(auth::kFeature);
-  if (newcomer.speaks_services) features.emplace_back(protocol::kServicesFeature);
+  if (newcomer.features.services) features.emplace_back(protocol::kServicesFeature);
+  if (newcomer.features.pool_cap > 0) features.emplace_back(protocol::kPoolFeature);
   session_->send_line(protocol::ok(features));
-  TLOG_INFO("event=client-online session={} peer={} client={} auth={} services={}", number,
-            session_->peer(), session_->name(), authenticated ? "token" : "none",
-            newcomer.speaks_services ? "announced" : "default");
+  TLOG_INFO("event=client-online session={} peer={} client={} auth={} services={} pool_cap={}",
+            number, session_->peer(), session_->name(), authenticated ? "token" : "none",
+            newcomer.features.services ? "announced" : "default", newcomer.features.pool_cap);
   // The ids the previous session was told are void: say so first, so that whatever this client
   // still has for them (a dial, a relay whose DATA was refused) ends. A client that never knew
   // them ignores the CLOSE.

@@ -35,6 +35,7 @@ class SessionArbiter {
     std::function<void(Session& session)> on_lost;
     std::function<void(Session& from, const ConnId& id, std::string_view reason)> on_fail;
     std::function<void(Session& from, const std::string& service)> on_serve;
+    std::function<void(Session& from, size_t wanted)> on_pool;
   };
 
   // `name`: the client name every offer here carries. `session_numbers` counts the sessions of
@@ -44,9 +45,9 @@ class SessionArbiter {
   ~SessionArbiter();
 
   // A control hello arrived on `socket`; `identity` when it proved itself (auth), and then the OK
-  // lists `auth`; `speaks_services` when the hello listed `services` (the OK lists it too).
+  // lists `auth`; `features`: the extensions taken up (the OK lists them too).
   void offer(StreamSocket socket, std::string peer,
-             std::optional<ClientIdentity> identity = std::nullopt, bool speaks_services = false);
+             std::optional<ClientIdentity> identity = std::nullopt, HelloFeatures features = {});
   // Shutting down, or the client was removed by a reload: closes the session (on_lost is not
   // called) and turns newcomers away.
   void close();
@@ -79,7 +80,7 @@ class SessionArbiter {
     StreamSocket socket;
     std::string peer;
     std::optional<ClientIdentity> identity;
-    bool speaks_services = false;
+    HelloFeatures features;
   };
   void move_to(ArbiterState next);
   void open_session(Newcomer newcomer);

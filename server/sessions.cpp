@@ -27,12 +27,13 @@ SessionArbiter& Sessions::arbiter_for(const std::string& name) {
           [this](Session& from, const ConnId& id, std::string_view reason) {
             table_.fail(from, id, reason);
           },
-          [this](Session& from, const std::string& service) { on_serve(from, service); }});
+          [this](Session& from, const std::string& service) { on_serve(from, service); },
+          [this](Session& from, size_t wanted) { table_.pools().request(from, wanted); }});
   return *arbiters_.emplace(name, std::move(created)).first->second;
 }
 
 void Sessions::offer(StreamSocket socket, std::string peer, std::optional<ClientIdentity> identity,
-                     bool speaks_services) {
+                     HelloFeatures features) {
   const std::string name(identity ? identity->name : std::string(auth::kDefaultName));
   if (!arbiters_.contains(name) && (closed_ || arbiters_.size() >= kMaxNames)) {
     ++refused_too_many_;
@@ -41,7 +42,7 @@ void Sessions::offer(StreamSocket socket, std::string peer, std::optional<Client
   }
   // A client without the extension can only serve `default`: when it may not, it is told so
   // plainly instead of an OK that leads nowhere.
-  if (!speaks_services) {
+  if (!features.services) {
     auto it = services_.find(std::string(kDefaultService));
     if (it == services_.end() || !it->second->allows(name)) {
       send_at_once(socket,
@@ -56,7 +57,7 @@ void Sessions::offer(StreamSocket socket, std::string peer, std::optional<Client
       return;
     }
   }
-  arbiter_for(name).offer(std::move(socket), std::move(peer), std::move(identity), speaks_services);
+  arbiter_for(name).offer(std::move(socket), std::move(peer), std::move(identity), features);
 }
 
 void Sessions::on_online(Session& session) {

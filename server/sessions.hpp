@@ -30,7 +30,7 @@ class Sessions {
 
   // A control hello (authenticated when `identity` is set) arrived.
   void offer(StreamSocket socket, std::string peer, std::optional<ClientIdentity> identity,
-             bool speaks_services);
+             HelloFeatures features);
   // Shutting down: closes every session and turns newcomers away.
   void close();
   // A reload: `name`'s session ends (the client was removed, its token changed, or auth was

@@ -36,6 +36,19 @@ std::string join_features(std::string head, const std::vector<std::string>& feat
   return head + "\n";
 }
 
+// A decimal count without leading zeros, at most kMaxPoolRequest.
+bool parse_count(std::string_view word, size_t& count) {
+  if (word.empty() || word.size() > 4 || (word.size() > 1 && word[0] == '0')) return false;
+  size_t value = 0;
+  for (char c : word) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<size_t>(c - '0');
+  }
+  if (value > kMaxPoolRequest) return false;
+  count = value;
+  return true;
+}
+
 }  // namespace
 
 bool is_service_name(std::string_view word) {
@@ -126,6 +139,13 @@ Parsed parse_message(std::string_view line) {
       return bad("expected 'REFUSED <service> <reason>'");
     m.service = words[1];
     m.word = words[2];
+  } else if (verb == "PARK" || verb == "TAKEN" || verb == "READY") {
+    m.verb = verb == "PARK" ? Verb::park : verb == "TAKEN" ? Verb::taken : Verb::ready;
+    if (!need(2) || !take_id(1)) return bad(fmt::format("expected '{} <id>'", verb));
+  } else if (verb == "POOL") {
+    m.verb = Verb::pool;
+    if (!need(2) || !parse_count(words[1], m.count))
+      return bad(fmt::format("expected 'POOL <n>' with n from 0 to {}", kMaxPoolRequest));
   } else if (verb == "FAIL") {
     m.verb = Verb::fail;
     if (!need(3) || !take_id(1) || !is_token(words[2])) return bad("expected 'FAIL <id> <reason>'");
@@ -215,6 +235,19 @@ std::string serving(std::string_view service) {
 }
 std::string refused(std::string_view service, std::string_view reason) {
   return fmt::format("REFUSED {} {}\n", service, reason);
+}
+
+std::string pool(size_t count) {
+  return fmt::format("POOL {}\n", count);
+}
+std::string park(const ConnId& id) {
+  return fmt::format("PARK {}\n", id.hex());
+}
+std::string taken(const ConnId& id) {
+  return fmt::format("TAKEN {}\n", id.hex());
+}
+std::string ready(const ConnId& id) {
+  return fmt::format("READY {}\n", id.hex());
 }
 
 }  // namespace tunnel::protocol

@@ -62,7 +62,8 @@ struct Harness {
   ConnectionTable table{manual.loop, 10s, 4,
                         ConnectionTable::Events{
                             [this](FailureReason r) { failures.push_back(r); },
-                            [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); }}};
+                            [this](const tunnel::RelayOutcome& o) { relays_ended.push_back(o); },
+                            nullptr}};
 
   // Admits a connection; returns the external user's end of it.
   Fd admit() {

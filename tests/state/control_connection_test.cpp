@@ -61,13 +61,15 @@ struct Fixture {
                    std::vector<std::string> service_names = {"default"})
       : catalog(services_named(std::move(service_names))),
         control(ml.loop, listener.addresses(), catalog, kDialTimeout, kReconnectMax,
-                tunnel::HeartbeatSettings{1s, 3s}, std::move(auth), nullptr,
+                tunnel::HeartbeatSettings{1s, 3s}, std::move(auth), nullptr, 0,
                 {[this] { calls.push_back("online"); },
                  [this](const tunnel::ConnId& id, std::string_view service) {
                    calls.push_back("new " + id.hex() +
                                    (service.empty() ? "" : " " + std::string(service)));
                  },
-                 [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); }}) {}
+                 [this](const tunnel::ConnId& id) { calls.push_back("close " + id.hex()); },
+                 [this](const tunnel::ConnId& id) { calls.push_back("park " + id.hex()); },
+                 nullptr}) {}
 
   state_tests::ManualLoop ml;
   state_tests::LoopbackListener listener;

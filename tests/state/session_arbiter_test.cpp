@@ -37,6 +37,9 @@ struct Owner {
             },
             [this](tunnel::server::Session&, const std::string& service) {
               calls.push_back("serve " + service);
+            },
+            [this](tunnel::server::Session&, size_t wanted) {
+              calls.push_back("pool " + std::to_string(wanted));
             }};
   }
 };

@@ -436,3 +436,26 @@ TEST_CASE("protocol services: the lines round-trip, and the longest fit in a lin
   CHECK_FALSE(p::is_service_name(""));
   CHECK_FALSE(p::is_service_name(longest + "s"));
 }
+
+// --- the pool extension ---
+
+TEST_CASE("protocol pool: POOL, PARK, TAKEN and READY round-trip") {
+  const ConnId id = *ConnId::parse(kId);
+  CHECK(expect_message(strip(p::pool(0)), p::Verb::pool).count == 0);
+  CHECK(expect_message(strip(p::pool(8)), p::Verb::pool).count == 8);
+  CHECK(expect_message(strip(p::pool(p::kMaxPoolRequest)), p::Verb::pool).count ==
+        p::kMaxPoolRequest);
+  CHECK(expect_message(strip(p::park(id)), p::Verb::park).id == id);
+  CHECK(expect_message(strip(p::taken(id)), p::Verb::taken).id == id);
+  CHECK(expect_message(strip(p::ready(id)), p::Verb::ready).id == id);
+  CHECK(strip(p::park(id)) == "PARK " + kId);
+}
+
+TEST_CASE("protocol pool: bad counts and ids are malformed") {
+  for (const std::string& line :
+       std::vector<std::string>{"POOL", "POOL -1", "POOL 01", "POOL 1025", "POOL 99999", "POOL x",
+                                "POOL 1 2", "PARK", "PARK " + kId + " x", "PARK abc", "TAKEN",
+                                "READY " + kId.substr(1), "TAKEN " + kId + " x"}) {
+    expect_bad_message(line);
+  }
+}

@@ -28,6 +28,11 @@ inline constexpr std::string_view kRefusedUnknown = "unknown";         // not in
 inline constexpr std::string_view kRefusedNotAllowed = "not-allowed";  // not listed for this client
 inline constexpr std::string_view kRefusedAlreadyServed = "already-served";  // SERVE'd twice
 inline constexpr std::string_view kRefusedRemoved = "removed";  // a reload removed the service
+// The pool extension (docs/PROTOCOL.md, "Warm pool"): the client keeps data connections open in
+// advance and the server hands an external connection to one of them at once. Its feature word and
+// the most a client may ask for in `POOL <n>`.
+inline constexpr std::string_view kPoolFeature = "pool";
+inline constexpr size_t kMaxPoolRequest = 1024;
 // A service name: the grammar of a client name (1 to 64 of A-Z a-z 0-9 . _ -).
 bool is_service_name(std::string_view word);
 
@@ -68,11 +73,16 @@ enum class Verb {
   serve,           // services extension, client -> server: SERVE <service>
   serving,         // services extension, server -> client: SERVING <service>
   refused,         // services extension, server -> client: REFUSED <service> <reason>
+  pool,            // pool extension, client -> server: POOL <n>
+  park,            // pool extension, server -> client: PARK <id>
+  taken,           // pool extension, client -> server on a pooled connection: TAKEN <id>
+  ready,           // pool extension, client -> server on a pooled connection: READY <id>
   unknown,
 };
 struct Message {
   Verb verb = Verb::unknown;
-  ConnId id;                          // NEW, CLOSE, FAIL
+  ConnId id;                          // NEW, CLOSE, FAIL, PARK, TAKEN, READY
+  size_t count = 0;                   // POOL
   std::string service;                // NEW (services extension; empty without), SERVE, SERVING,
                                       // REFUSED
   std::string word;                   // FAIL reason, PING/PONG token, ERR code, unknown verb,
@@ -102,6 +112,10 @@ std::string auth_ok(std::string_view proof);
 std::string serve(std::string_view service);
 std::string serving(std::string_view service);
 std::string refused(std::string_view service, std::string_view reason);
+std::string pool(size_t count);
+std::string park(const ConnId& id);
+std::string taken(const ConnId& id);
+std::string ready(const ConnId& id);
 
 // A PING/PONG token or FAIL reason: 1 to 32 printable, non-space ASCII characters.
 bool is_token(std::string_view word);
