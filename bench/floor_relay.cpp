@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -144,6 +145,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: floor_relay LISTEN_HOST:PORT TARGET_HOST:PORT\n");
     return 2;
   }
+  // A peer that closed while bytes were in flight must end the splice with EPIPE, not the process.
+  ::signal(SIGPIPE, SIG_IGN);
   addrinfo* local = resolve(argv[1], true);
   target = resolve(argv[2], false);
   int listener = ::socket(local->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -114,11 +114,11 @@ int main(int argc, char** argv) {
   std::vector<epoll_event> events(256);
   while (open_fds.size() < total) {
     while (in_flight < parallel && started < total) launch();
-    int ready = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 10000);
+    int ready = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 30000);
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) die("epoll_wait");
     if (ready == 0) {
-      std::fprintf(stderr, "hold: no progress for 10 s with %zu open\n", open_fds.size());
+      std::fprintf(stderr, "hold: no progress for 30 s with %zu open\n", open_fds.size());
       return 1;
     }
     for (int i = 0; i < ready; ++i) {
