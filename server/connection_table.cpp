@@ -297,7 +297,8 @@ void ConnectionTable::on_handoff_done(Entry& entry, PoolHandoff::Result result) 
   // Called from the handoff's own handler (event_loop.hpp, the lifetime rule).
   loop_.destroy_later(std::move(entry.handoff));
   if (result.outcome == HandoffOutcome::ready) {
-    if (events_.on_paired) events_.on_paired();
+    entry.service->counters.by_client[entry.client].bytes_to_client += result.early_bytes;
+    if (events_.on_paired) events_.on_paired(result.early_bytes);
     return start_relay(entry, std::move(result.external), std::move(result.pooled));
   }
   watch_external(entry, std::move(result.external));

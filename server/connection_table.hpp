@@ -41,7 +41,9 @@ class ConnectionTable {
   struct Events {
     std::function<void(FailureReason)> on_failure;            // ended without a relay
     std::function<void(const RelayOutcome&)> on_relay_ended;  // for the byte counters
-    std::function<void()> on_paired;  // a handoff to a pooled connection became a relay
+    // A handoff to a pooled connection became a relay, after `early_bytes` of the visitor's had
+    // gone ahead (the relay's byte counts start after them).
+    std::function<void(uint64_t early_bytes)> on_paired;
   };
 
   // `handoff_timeout`: how long a pooled data connection has to answer TAKEN before it counts as

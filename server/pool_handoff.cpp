@@ -220,7 +220,11 @@ void PoolHandoff::finish(HandoffOutcome outcome, std::string detail) {
   done_ = true;
   ack_deadline_.cancel();
   set_low_water_mark(external_.fd(), 1);
-  Result result{outcome, external_.release(), {}, std::move(detail)};
+  Result result{outcome,
+                external_.release(),
+                {},
+                std::move(detail),
+                outcome == HandoffOutcome::ready ? sent_ : 0};
   if (outcome == HandoffOutcome::ready) {
     result.pooled = StreamSocket{pooled_.release(), std::move(tls_), std::move(lines_)};
   } else {

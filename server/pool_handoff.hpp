@@ -36,9 +36,11 @@ class PoolHandoff {
  public:
   struct Result {
     HandoffOutcome outcome;
-    Fd external;          // always given back (nothing consumed unless ready)
-    StreamSocket pooled;  // ready: the data connection, with what followed READY as unread
-    std::string detail;   // target_failed: the client's reason; dead: why
+    Fd external;             // always given back (nothing consumed unless ready)
+    StreamSocket pooled;     // ready: the data connection, with what followed READY as unread
+    std::string detail;      // target_failed: the client's reason; dead: why
+    size_t early_bytes = 0;  // ready: the visitor's bytes that went ahead (the relay's count
+                             // starts after them)
   };
   // Called once, from one of the handoff's own handlers (the owner frees it with destroy_later).
   using Done = std::function<void(Result result)>;

@@ -59,7 +59,10 @@ Server::Server(EventLoop& loop, const ServerConfig& config)
                    counters_.bytes_to_client += outcome.bytes_to_service;
                    counters_.bytes_to_external += outcome.bytes_to_visitor;
                  },
-                 [this] { ++counters_.paired; }},
+                 [this](uint64_t early_bytes) {
+                   ++counters_.paired;
+                   counters_.bytes_to_client += early_bytes;
+                 }},
              config.probe_timeout),
       sessions_(loop, config.daemon.heartbeat, config.probe_timeout, services_, table_),
       gate_(loop, config.handshake_timeout, tokens_, config.tls, sessions_, table_, counters_,

@@ -367,7 +367,7 @@ FakeServerAttempt challenge_client(const Socket& listener, const std::string& to
   ReadResult hello = read_line(f.control, 5s, 512);
   INFO("the client's first line: " << hello.describe());
   REQUIRE(hello.end == End::complete);
-  REQUIRE(hello.data == "TUNNEL/1 CONTROL auth services");
+  REQUIRE(hello.data == "TUNNEL/1 CONTROL auth services pool");
   send_all(f.control, "AUTH-CHALLENGE " + server_nonce + "\n");
   ReadResult proof = read_line(f.control, 5s, 512);
   INFO("the client's AUTH-PROOF: " << proof.describe());
@@ -391,7 +391,7 @@ Socket accept_hello(const Socket& listener) {
   ReadResult hello = read_line(control, 5s, 512);
   INFO("the client's first line: " << hello.describe());
   REQUIRE(hello.end == End::complete);
-  REQUIRE(hello.data == "TUNNEL/1 CONTROL auth services");
+  REQUIRE(hello.data == "TUNNEL/1 CONTROL auth services pool");
   return control;
 }
 

@@ -164,7 +164,7 @@ TEST_CASE("two services with two targets: each NEW reaches its own target, byte 
   FakeServer server;
   Process client = start_client(
       server.port(), {"--service", "web=" + web.address(), "--service", "ssh=" + ssh.address()});
-  CHECK(server.accept_control() == "TUNNEL/1 CONTROL services");
+  CHECK(server.accept_control() == "TUNNEL/1 CONTROL services pool");
   server.say("OK services\n");
   CHECK(server.next_line() == "SERVE web");
   CHECK(server.next_line() == "SERVE ssh");
@@ -294,7 +294,7 @@ TEST_CASE("an older server with several services: one clear warning, only defaul
   FakeServer server;
   Process client = start_client(
       server.port(), {"--target", default_target.address(), "--service", "web=" + web.address()});
-  CHECK(server.accept_control() == "TUNNEL/1 CONTROL services");
+  CHECK(server.accept_control() == "TUNNEL/1 CONTROL services pool");
   server.say("OK\n");
   CHECK(server.lines_until_pong("no-serve").empty());
   client.wait_for_line(

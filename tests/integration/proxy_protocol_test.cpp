@@ -199,7 +199,7 @@ TEST_CASE("send-proxy over TLS on port B: the header goes through the TLS data p
   Nginx nginx;
   Tunnel tunnel(nginx.port(),
                 {"--send-proxy", "v2", "--tls-cert", certs.cert(), "--tls-key", certs.key()},
-                {"--tls", "--tls-pin", certs.pin});
+                {"--tls", "--tls-pin", certs.pin, "--pool", "0"});
   check_visitors_seen(tunnel, nginx, 3);
   // The control connection and the three data connections were TLS (port B speaks nothing else).
   CHECK(tunnel.value("tunnel_tls_handshakes_total{kind=\"full\"}") +

@@ -251,7 +251,8 @@ TEST_CASE(
   // heartbeat would drop the control connection with the NEW still unread in it.
   Server server(
       {"--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s", "--pair-timeout", "5s"});
-  Client client(server.port_b(), target.address(), {"--drain-timeout", "10s"});
+  // Without the pool: this is about NEW on the control connection.
+  Client client(server.port_b(), target.address(), {"--drain-timeout", "10s", "--pool", "0"});
   wait_session(server, client);
   {
     Socket warm = connect_tcp(server.port_a());
@@ -348,7 +349,7 @@ TEST_CASE(
     "within the pair timeout") {
   SlowTarget target;
   Server server({"--handshake-timeout", "300ms", "--pair-timeout", "10s"});
-  Client client(server.port_b(), target.address(), {"--dial-timeout", "8s"});
+  Client client(server.port_b(), target.address(), {"--dial-timeout", "8s", "--pool", "0"});
   wait_session(server, client);
 
   const size_t server_mark = server.mark();
@@ -393,7 +394,7 @@ TEST_CASE(
     "FAIL and A is closed promptly") {
   SlowTarget target;  // never accepts: every SYN is dropped, a blackhole on loopback
   Server server({"--handshake-timeout", "300ms", "--pair-timeout", "10s"});
-  Client client(server.port_b(), target.address(), {"--dial-timeout", "1s"});
+  Client client(server.port_b(), target.address(), {"--dial-timeout", "1s", "--pool", "0"});
   wait_session(server, client);
 
   const size_t server_mark = server.mark();
