@@ -202,12 +202,17 @@ ServerCounters Server::counters() const {
 
 ServerGauges Server::gauges() const {
   const RelaySet& relays = table_.relays();
-  return ServerGauges{sessions_.online(),
+  ServerGauges gauges{sessions_.online(),
                       table_.relaying(),
                       table_.pending(),
                       relays.live_bytes_to_service(),
                       relays.live_bytes_to_visitor(),
                       start_time_};
+  gauges.pool_parked = table_.pools().parked();
+  for (size_t i = 0; i < gauges.pool_handoffs.size(); ++i)
+    gauges.pool_handoffs[i] = table_.handoffs(static_cast<HandoffOutcome>(i));
+  gauges.pool_lost = table_.pools().lost_total();
+  return gauges;
 }
 
 namespace {

@@ -91,6 +91,18 @@ std::string render_metrics(const ServerCounters& c, const ServerGauges& g,
   m.sample("tunnel_connections_active", uint64_t{g.active});
   m.family("tunnel_connections_pending", "gauge", "A connections waiting to be paired.");
   m.sample("tunnel_connections_pending", uint64_t{g.pending});
+  m.family("tunnel_pool_connections_parked", "gauge",
+           "Pooled data connections from the clients, idle and waiting for a visitor.");
+  m.sample("tunnel_pool_connections_parked", uint64_t{g.pool_parked});
+  m.family("tunnel_pool_handoffs_total", "counter",
+           "Visitors handed to a pooled data connection, by outcome: ready (relayed), dead (no "
+           "answer in time: announced again), target_failed, visitor_gone.");
+  constexpr const char* kOutcomes[] = {"ready", "target_failed", "dead", "visitor_gone"};
+  for (size_t i = 0; i < g.pool_handoffs.size(); ++i)
+    m.sample("tunnel_pool_handoffs_total", g.pool_handoffs[i], {{"outcome", kOutcomes[i]}});
+  m.family("tunnel_pool_connections_lost_total", "counter",
+           "Pooled data connections that closed, never came or were dropped before any use.");
+  m.sample("tunnel_pool_connections_lost_total", g.pool_lost);
   m.family("tunnel_connections_accepted_total", "counter", "Connections accepted on port A.");
   m.sample("tunnel_connections_accepted_total", c.accepted);
   m.family("tunnel_connections_paired_total", "counter",

@@ -37,6 +37,11 @@ struct ServerGauges {
   uint64_t live_bytes_to_client = 0;  // of relays still running
   uint64_t live_bytes_to_external = 0;
   double start_time_seconds = 0;
+  size_t pool_parked = 0;  // pooled data connections idle, all sessions
+  // Handoffs to pooled connections by outcome (HandoffOutcome order), and PARK ids or parked
+  // connections lost before use.
+  std::array<uint64_t, 4> pool_handoffs{};
+  uint64_t pool_lost = 0;
 };
 
 // The whole exposition: the server's totals, then per service and per client.
