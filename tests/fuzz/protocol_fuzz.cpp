@@ -207,7 +207,7 @@ void check_hello(std::string_view line) {
 bool same(const proto::Message& a, const proto::Message& b) {
   return a.verb == b.verb && a.id == b.id && a.word == b.word && a.text == b.text &&
          a.features == b.features && a.nonce == b.nonce && a.proof == b.proof &&
-         a.service == b.service;
+         a.service == b.service && a.count == b.count;
 }
 
 // The formatter for a parsed message, or nothing for a verb nobody formats (unknown).
@@ -239,6 +239,14 @@ std::optional<std::string> format(const proto::Message& m) {
       return proto::serving(m.service);
     case proto::Verb::refused:
       return proto::refused(m.service, m.word);
+    case proto::Verb::pool:
+      return proto::pool(m.count);
+    case proto::Verb::park:
+      return proto::park(m.id);
+    case proto::Verb::taken:
+      return proto::taken(m.id);
+    case proto::Verb::ready:
+      return proto::ready(m.id);
     case proto::Verb::unknown:
       return std::nullopt;
   }
