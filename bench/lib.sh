@@ -49,9 +49,10 @@ ensure_packages() {
 
 # build_daemons [DIR]: tunnel-server and tunnel-client, Release with debug info (so that perf can
 # read them), tests off (only the daemons are needed, and a tree under edit may not build its
-# tests). No DIR: the release preset in build/release. Sets server_exe and client_exe.
+# tests). No DIR: the release preset in build/release. Sets bin (their build directory),
+# server_exe and client_exe.
 build_daemons() {
-  local dir=${1:-} bin
+  local dir=${1:-}
   if [[ -z $dir ]]; then
     echo "==> building the release preset"
     (cd "$repo_root" && cmake --preset release && cmake --build --preset release -j2) >/dev/null

@@ -25,8 +25,9 @@
 # Needs cmake, g++, python3, curl, ss; installs iperf3 if it is missing.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
 ROUNDS=${ROUNDS:-3}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
 PP_COUNT=${PP_COUNT:-20000}
@@ -36,123 +37,19 @@ SERVICES=${SERVICES:-1000}
 CLIENTS=${CLIENTS:-100}
 BUILD_DIR=${BUILD_DIR:-}
 
-die() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-for tool in cmake g++ python3 curl ss; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh installs it)"
-done
 ((SERVICES >= 2 && CLIENTS >= 2 && SERVICES - 1 >= CLIENTS - 1)) ||
   die "SERVICES >= CLIENTS >= 2, so that each of the other clients serves at least one service"
 
-# --- build ---
-if [[ -z $BUILD_DIR ]]; then
-  echo "==> building the release preset"
-  (cd "$root" && cmake --preset release && cmake --build --preset release -j2) >/dev/null
-  bin=$root/build/release
-else
-  echo "==> building tunnel-server and tunnel-client in $BUILD_DIR"
-  # Tests off: only the daemons are needed, and a tree under edit may not build its tests.
-  cmake -S "$root" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNNEL_WERROR=ON \
-    -DTUNNEL_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$BUILD_DIR" -j2 --target tunnel-server tunnel-client >/dev/null
-  bin=$(cd "$BUILD_DIR" && pwd)
-fi
-server_exe=$bin/server/tunnel-server
-client_exe=$bin/client/tunnel-client
-[[ -x $server_exe && -x $client_exe ]] || die "no daemons in $bin/{server,client}"
-
-if ! command -v iperf3 >/dev/null; then
-  echo "==> installing iperf3"
-  as_root=()
-  if ((EUID != 0)); then
-    command -v sudo >/dev/null || die "iperf3 is missing; install it as root (apt-get install iperf3)"
-    as_root=(sudo --preserve-env=DEBIAN_FRONTEND)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get update >/dev/null
-  "${as_root[@]}" apt-get install -y --no-install-recommends iperf3 >/dev/null
-fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/services-scale.XXXXXX")
-pids=() # started in the background and not yet stopped
-ok=0
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - INT TERM
-  stop_pids "${pids[@]}"
-  if ((ok)); then rm -rf "$work"; else echo "logs kept in $work" >&2; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# stop_pids PID...: SIGTERM to all, SIGKILL to those still there after 3 s, all reaped, and
-# forgotten (so that a reused pid is never signalled later). The TERM goes to all at once so that
-# a hundred clients stop in parallel, not one after the other.
-stop_pids() {
-  local pid i rest=()
-  (($#)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for ((i = 0; i < 30; i++)); do
-    any_alive "$@" || break
-    sleep 0.1
-  done
-  kill -KILL "$@" 2>/dev/null || true
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    [[ " $* " == *" $pid "* ]] || rest+=("$pid")
-  done
-  pids=("${rest[@]}")
-}
-any_alive() {
-  local pid
-  for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
-  return 1
-}
-
-listening() { [[ -n $(ss -Hltn "( sport = :$1 )") ]]; }
-
-# pick_port VAR: a port nothing listens on, not used before in this run, and below the ephemeral
-# range (32768+), so that the many outgoing connections of connrate (and the services' port 0
-# listeners) cannot take it first.
-taken=" "
-pick_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    [[ $taken == *" $port "* ]] && continue
-    listening "$port" && continue
-    taken+="$port "
-    printf -v "$1" '%s' "$port"
-    return 0
-  done
-}
-
-# wait_for SECONDS PID COMMAND...: polls COMMAND; fails if PID exits or time runs out.
-wait_for() {
-  local seconds=$1 pid=$2 i
-  shift 2
-  for ((i = 0; i < seconds * 20; i++)); do
-    "$@" && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+need_tools cmake g++ python3 curl ss
+build_daemons "$BUILD_DIR"
+ensure_packages iperf3=iperf3
+bench_init services-scale
 
 # new_token FILE: 256 random bits, mode 600 (the daemons refuse a token file others can read).
 new_token() { (umask 077 && head -c 32 /dev/urandom | base64 >"$1"); }
 
 echo "==> building the bench tools"
-g++ -O2 -std=c++20 "$here/pingpong.cpp" -o "$work/pingpong"
-g++ -O2 -std=c++20 -pthread "$here/connrate.cpp" -o "$work/connrate"
-g++ -O2 -std=c++20 "$here/echo.cpp" -o "$work/echo"
+build_tools "$work" pingpong connrate echo
 
 # --- the targets, shared by both setups ---
 iperf_port=
@@ -207,18 +104,6 @@ write_config() {
 write_config "$work/small.conf" 1 1
 write_config "$work/large.conf" "$SERVICES" "$CLIENTS"
 
-clk_tck=$(getconf CLK_TCK)
-# cpu_seconds PID...: user + system CPU time of the processes so far.
-cpu_seconds() {
-  local pid ticks=0 fields f
-  for pid in "$@"; do
-    fields=$(<"/proc/$pid/stat")
-    fields=${fields##*) } # the name may hold spaces; fields 3.. follow the last ')'
-    read -r -a f <<<"$fields"
-    ticks=$((ticks + f[11] + f[12])) # utime and stime are fields 14 and 15
-  done
-  awk -v t="$ticks" -v h="$clk_tck" 'BEGIN {printf "%.3f", t / h}'
-}
 # kb_of PID FIELD: VmRSS or VmHWM of the process, in kB.
 kb_of() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
 fds_of() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
@@ -392,7 +277,7 @@ connrate() {
 }
 
 echo "==> machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
-echo "==> daemons: $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'source not a git work tree'))"
+echo "==> daemons: $bin ($(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo 'source not a git work tree'))"
 echo "==> load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "==> large: $SERVICES services, $CLIENTS clients; $ROUNDS rounds; iperf3 ${IPERF_SECONDS}s each way;" \
   "ping-pong $PP_COUNT x 1 byte after $PP_WARMUP; connrate ${CONN_SECONDS}s with 1 and 8 workers"
@@ -461,14 +346,6 @@ try_big 10000
 
 # --- the tables ---
 # stats FORMAT VALUES...: "median min max"
-stats() {
-  local format=$1
-  shift
-  printf '%s\n' "$@" | sort -g | awk -v f="$format" '{v[NR] = $1}
-    END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-         printf f " " f " " f "\n", m, v[1], v[NR]}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f", a / b; else printf "-"}'; }
 
 metrics_list=(up down cpu_up cpu_down pp50 pp99 cr1_rate cr1_p50 cr1_p99 cr1_cpu cr8_rate cr8_p50
   cr8_p99 cr8_cpu start_ms rss_idle rss_peak fds)
@@ -518,4 +395,4 @@ echo "    --check-config: ${big_check[10000]}"
 echo "    start:          ${big_start[10000]}"
 echo
 echo "(whole run: ${SECONDS}s; load average at the start of each round: ${loads[*]}; at end: $(cut -d' ' -f1-3 /proc/loadavg))"
-ok=1
+bench_ok=1

@@ -17,8 +17,9 @@
 # Needs cmake, g++, openssl, python3, curl, ss; installs iperf3 if it is missing.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
 ROUNDS=${ROUNDS:-3}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
 PP_COUNT=${PP_COUNT:-20000}
@@ -26,120 +27,18 @@ PP_WARMUP=${PP_WARMUP:-2000}
 CONN_SECONDS=${CONN_SECONDS:-5}
 BUILD_DIR=${BUILD_DIR:-}
 
-die() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-for tool in cmake g++ openssl python3 curl ss; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh installs it)"
-done
-
-# --- build ---
-if [[ -z $BUILD_DIR ]]; then
-  echo "==> building the release preset"
-  (cd "$root" && cmake --preset release && cmake --build --preset release -j2) >/dev/null
-  bin=$root/build/release
-else
-  echo "==> building tunnel-server and tunnel-client in $BUILD_DIR"
-  # Tests off: only the daemons are needed, and a tree under edit may not build its tests.
-  cmake -S "$root" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNNEL_WERROR=ON \
-    -DTUNNEL_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$BUILD_DIR" -j2 --target tunnel-server tunnel-client >/dev/null
-  bin=$(cd "$BUILD_DIR" && pwd)
-fi
-server_exe=$bin/server/tunnel-server
-client_exe=$bin/client/tunnel-client
-[[ -x $server_exe && -x $client_exe ]] || die "no daemons in $bin/{server,client}"
-
-if ! command -v iperf3 >/dev/null; then
-  echo "==> installing iperf3"
-  as_root=()
-  if ((EUID != 0)); then
-    command -v sudo >/dev/null || die "iperf3 is missing; install it as root (apt-get install iperf3)"
-    as_root=(sudo --preserve-env=DEBIAN_FRONTEND)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get update >/dev/null
-  "${as_root[@]}" apt-get install -y --no-install-recommends iperf3 >/dev/null
-fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/tls-vs-plain.XXXXXX")
-pids=() # started in the background and not yet stopped
-ok=0
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - INT TERM
-  stop_pids "${pids[@]}"
-  if ((ok)); then rm -rf "$work"; else echo "logs kept in $work" >&2; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# stop_pids PID...: SIGTERM, SIGKILL after 3 s, reaped, and forgotten (so that a reused pid is
-# never signalled later).
-stop_pids() {
-  local pid i rest=()
-  (($#)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for pid in "$@"; do
-    for ((i = 0; i < 30; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    [[ " $* " == *" $pid "* ]] || rest+=("$pid")
-  done
-  pids=("${rest[@]}")
-}
-
-listening() { [[ -n $(ss -Hltn "( sport = :$1 )") ]]; }
-both_listening() { listening "$1" && listening "$2"; }
-
-# pick_port VAR: a port nothing listens on, not used before in this run, and below the ephemeral
-# range (32768+), so that the many outgoing connections of connrate cannot take it first.
-taken=" "
-pick_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    [[ $taken == *" $port "* ]] && continue
-    listening "$port" && continue
-    taken+="$port "
-    printf -v "$1" '%s' "$port"
-    return 0
-  done
-}
-
-# wait_for SECONDS PID COMMAND...: polls COMMAND; fails if PID exits or time runs out.
-wait_for() {
-  local seconds=$1 pid=$2 i
-  shift 2
-  for ((i = 0; i < seconds * 20; i++)); do
-    "$@" && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
+need_tools cmake g++ openssl python3 curl ss
+build_daemons "$BUILD_DIR"
+ensure_packages iperf3=iperf3
+bench_init tls-vs-plain
 echo "==> building the bench tools"
-g++ -O2 -std=c++20 "$here/pingpong.cpp" -o "$work/pingpong"
-g++ -O2 -std=c++20 -pthread "$here/connrate.cpp" -o "$work/connrate"
-g++ -O2 -std=c++20 "$here/echo.cpp" -o "$work/echo"
+build_tools "$work" pingpong connrate echo
 
 echo "==> token and self-signed certificate in $work"
 (umask 077 && head -c 32 /dev/urandom | base64 >"$work/token")
-"$root/scripts/gen-cert.sh" --name 127.0.0.1 --out "$work/tls" >"$work/gen-cert.log" 2>&1 ||
+"$repo_root/scripts/gen-cert.sh" --name 127.0.0.1 --out "$work/tls" >"$work/gen-cert.log" 2>&1 ||
   die "gen-cert.sh failed: $(cat "$work/gen-cert.log")"
-pin=$("$root/scripts/gen-cert.sh" --pin-of "$work/tls/server.crt")
+pin=$("$repo_root/scripts/gen-cert.sh" --pin-of "$work/tls/server.crt")
 
 # --- the targets, shared by every setup ---
 iperf_port=
@@ -207,18 +106,6 @@ start_tunnel() {
   die "$name: tunnel-server could not bind in 5 attempts (see $work/$name-server.log)"
 }
 
-clk_tck=$(getconf CLK_TCK)
-# cpu_seconds PID...: user + system CPU time of the processes so far.
-cpu_seconds() {
-  local pid ticks=0 fields f
-  for pid in "$@"; do
-    fields=$(<"/proc/$pid/stat")
-    fields=${fields##*) } # the name may hold spaces; fields 3.. follow the last ')'
-    read -r -a f <<<"$fields"
-    ticks=$((ticks + f[11] + f[12])) # utime and stime are fields 14 and 15
-  done
-  awk -v t="$ticks" -v h="$clk_tck" 'BEGIN {printf "%.3f", t / h}'
-}
 
 # handshakes METRICS_PORT: "full resumed" from the client's /metrics.
 handshakes() {
@@ -338,14 +225,6 @@ done
 
 # --- the tables ---
 # stats FORMAT VALUES...: "median min max"
-stats() {
-  local format=$1
-  shift
-  printf '%s\n' "$@" | sort -g | awk -v f="$format" '{v[NR] = $1}
-    END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-         printf f " " f " " f "\n", m, v[1], v[NR]}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f", a / b; else printf "-"}'; }
 
 metrics=(up down cpu_up cpu_down pp50 pp99 cr1_rate cr1_p50 cr1_p99 cr1_cpu cr8_rate cr8_p50 cr8_p99 cr8_cpu)
 declare -A label=(
@@ -404,4 +283,4 @@ echo "==> connrate errors, all rounds:$(for s in "${setups[@]}"; do printf ' %s 
   "${conn_errors["$s 1"]}" "${conn_errors["$s 8"]}"; done) (1w/8w)"
 echo
 echo "(whole run: ${SECONDS}s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg))"
-ok=1
+bench_ok=1
