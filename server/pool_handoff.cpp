@@ -116,6 +116,7 @@ void PoolHandoff::forward() {
   if (ready_) return complete_ready();
   if (external_ended_ || sent_ >= kMaxEarlyBytes) return external_.set_interest(0);
   auto& buffer = scratch();
+  ++peeks_;
   ssize_t n = ::recv(external_.fd(), buffer.data(), buffer.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;

@@ -57,6 +57,9 @@ class PoolHandoff {
   // (which tells the client to let go). No callback runs after this.
   Fd cancel();
 
+  // How many times the external socket was peeked (tests: a stalled visitor must not wake us).
+  uint64_t peeks() const { return peeks_; }
+
   // The most of the visitor's bytes sent before READY (kept in the external socket meanwhile).
   static constexpr size_t kMaxEarlyBytes = 64 * 1024;
 
@@ -84,6 +87,7 @@ class PoolHandoff {
   bool taken_ = false;
   bool ready_ = false;
   bool done_ = false;
+  uint64_t peeks_ = 0;
   Timer ack_deadline_;
   Done done_callback_;
 };
