@@ -75,12 +75,15 @@ void WarmPools::request(ClientLink& link, size_t wanted) {
     it = pools_.emplace(&link, std::move(created)).first;
   }
   Pool& pool = *it->second;
+  // One line per change, and a client repeating POOL cannot flood the log.
+  uint64_t suppressed = 0;
+  if (pool.wanted != wanted && request_log_.allow(suppressed))
+    TLOG_INFO("event=pool-requested client={} session={} size={} suppressed={}", link.name(),
+              link.number(), wanted, suppressed);
   pool.wanted = wanted;
   // A smaller pool lets the oldest parked connections go (ids already told are parked or refused
   // when their connection comes).
   while (pool.parked.size() > wanted) drop_parked(pool, *pool.parked.front());
-  TLOG_INFO("event=pool-requested client={} session={} size={}", link.name(), link.number(),
-            wanted);
   refill(pool);
 }
 

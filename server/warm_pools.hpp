@@ -13,6 +13,7 @@
 #include "tunnel/conn_id.hpp"
 #include "tunnel/duration.hpp"
 #include "tunnel/event_loop.hpp"
+#include "tunnel/log.hpp"
 #include "tunnel/stream_socket.hpp"
 
 namespace tunnel::server {
@@ -70,6 +71,7 @@ class WarmPools {
   std::unordered_map<ConnId, Pool*, ConnIdHash> issued_;
   uint64_t taken_total_ = 0;
   uint64_t lost_total_ = 0;
+  log::RateLimit request_log_;
 };
 
 }  // namespace tunnel::server
