@@ -36,6 +36,8 @@
 #   ROUNDS=3 IPERF_SECONDS=5 PP_COUNT=10000 PP_WARMUP=1000 CONN_SECONDS=4 WRK_SECONDS=5
 #   WRK_CONNS=32 IDLE_N=9000 IDLE_N_FLOOR=3000 IDLE_N_SOCAT=1000 WAN_DELAY_MS=10 WAN_COUNT=20
 #   POOL_N=16 TESTS=... SETUPS=... BUILD_DIR=build/bench OUT_DIR=docs/bench
+#   TUNNEL_PRELOAD=LIB   for experiments: LD_PRELOAD=LIB under tunnel-server and tunnel-client;
+#                        TUNNEL_PRELOAD=nodelay builds and uses bench/nodelay_preload.cpp
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -63,6 +65,7 @@ IDLE_N_SOCAT=${IDLE_N_SOCAT:-1000}
 WAN_DELAY_MS=${WAN_DELAY_MS:-10}
 WAN_COUNT=${WAN_COUNT:-20}
 POOL_N=${POOL_N:-16}
+TUNNEL_PRELOAD=${TUNNEL_PRELOAD:-}
 TESTS=${TESTS:-iperf,pingpong,connrate,wrk,idle,wan}
 SETUPS=${SETUPS:-direct,floor,socat,ssh,tunnel,tunnel-pool,tunnel-tls,tunnel-tls-pool}
 BUILD_DIR=${BUILD_DIR:-$repo_root/build/bench}
@@ -93,6 +96,11 @@ build_daemons "$BUILD_DIR"
 bench_init bench-run
 echo "==> building the bench tools"
 build_tools "$work" echo pingpong connrate hold floor_relay wan_delay
+if [[ $TUNNEL_PRELOAD == nodelay ]]; then
+  g++ -O2 -std=c++20 -Wall -Wextra -shared -fPIC "$bench_dir/nodelay_preload.cpp" \
+    -o "$work/nodelay_preload.so" -ldl || die "cannot build bench/nodelay_preload.cpp"
+  TUNNEL_PRELOAD=$work/nodelay_preload.so
+fi
 mkdir -p "$OUT_DIR"
 
 has_pool=0
@@ -250,7 +258,8 @@ start_ssh() {
 
 start_tunnel() {
   local setup=$1 target=$2 key=$3 name="$1-$3" attempt pa pb server client
-  local sflags=(--log-level warn) cflags=(--log-level info)
+  local sflags=(--log-level warn) cflags=(--log-level info) pre=()
+  [[ -n $TUNNEL_PRELOAD ]] && pre=(env "LD_PRELOAD=$TUNNEL_PRELOAD")
   if [[ $setup == tunnel-tls* ]]; then
     sflags+=(--token-file "$work/token" --tls-cert "$work/tls/server.crt" --tls-key "$work/tls/server.key")
     cflags+=(--token-file "$work/token" --tls --tls-pin "$pin")
@@ -261,7 +270,7 @@ start_tunnel() {
   for attempt in 1 2 3 4 5; do
     pick_port pa
     pick_port pb
-    spawn "$s_ns" "$server_exe" --listen-a "127.0.0.1:$pa" --listen-b "$s_addr:$pb" \
+    spawn "$s_ns" "${pre[@]}" "$server_exe" --listen-a "127.0.0.1:$pa" --listen-b "$s_addr:$pb" \
       "${sflags[@]}" >>"$work/$name-server.log" 2>&1 &
     server=$!
     pids+=("$server")
@@ -271,7 +280,7 @@ start_tunnel() {
       continue
     fi
     # --log-level info: readiness is the client's event=online line.
-    spawn "$c_ns" "$client_exe" --server "$s_addr:$pb" --target "127.0.0.1:$target" \
+    spawn "$c_ns" "${pre[@]}" "$client_exe" --server "$s_addr:$pb" --target "127.0.0.1:$target" \
       "${cflags[@]}" >>"$work/$name-client.log" 2>&1 &
     client=$!
     pids+=("$client")
@@ -581,6 +590,7 @@ else
   source_note="$repo_root is not a git tree"
 fi
 echo "==> daemons: $server_exe, $client_exe ($source_note)"
+[[ -n $TUNNEL_PRELOAD ]] && echo "==> the daemons run with LD_PRELOAD=$TUNNEL_PRELOAD"
 if ((has_pool)); then
   echo "==> tunnel-client has --pool: pool off is --pool 0, pool on is --pool $POOL_N"
 else
