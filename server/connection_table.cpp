@@ -318,7 +318,8 @@ void ConnectionTable::on_handoff_done(Entry& entry, PoolHandoff::Result result) 
       // Its siblings are as old: they are replaced, and this visitor takes the NEW path.
       pools_.distrust(link);
       entry.pool_failed = true;
-      Entry& renamed = rename(entry.id, "pool-dead");
+      const ConnId old_id = entry.id;  // rename() changes entry.id
+      Entry& renamed = rename(old_id, "pool-dead");
       renamed.link = nullptr;
       move_to(renamed, ConnState::waiting_for_client);
       announce(renamed);

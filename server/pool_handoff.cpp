@@ -7,9 +7,15 @@
 // so): the FIN itself is left for the relay to pass on.
 #include "pool_handoff.hpp"
 
+#include <fmt/format.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -49,8 +55,10 @@ PoolHandoff::PoolHandoff(EventLoop& loop, const ConnId& id, Fd external, StreamS
               [this](uint32_t events) { on_pooled(events); }),
       tls_(std::move(pooled.tls)),
       preamble_(std::move(preamble)),
-      ack_deadline_(loop,
-                    [this] { finish(HandoffOutcome::dead, "no TAKEN within the probe timeout"); }),
+      ack_deadline_(loop, [this] { on_ack_deadline(); }),
+      ack_timeout_(ack_timeout),
+      started_(loop.now()),
+      loop_(loop),
       done_callback_(std::move(done)) {
   ack_deadline_.arm(ack_timeout);
 }
@@ -60,6 +68,33 @@ void PoolHandoff::start() {
 }
 
 PoolHandoff::~PoolHandoff() = default;
+
+void PoolHandoff::on_ack_deadline() {
+  // A TAKEN may be waiting behind a busy loop: read it first.
+  read_lines();
+  if (done_ || taken_) return;
+  int unacknowledged = 0;
+  if (::ioctl(pooled_.fd(), SIOCOUTQ, &unacknowledged) != 0)
+    return finish(HandoffOutcome::dead, "cannot read the send queue");
+  if (unacknowledged == 0) {
+    // The client's host has everything: the client is slow, not gone. It is waited for.
+    TLOG_DEBUG("event=pool-handoff-slow conn={} detail=\"no TAKEN yet, all acknowledged\"",
+               id_.short_hex());
+    return;
+  }
+  // Four round trips as the kernel measures them, for a long path.
+  tcp_info info{};
+  socklen_t length = sizeof info;
+  Duration round_trips{};
+  if (::getsockopt(pooled_.fd(), IPPROTO_TCP, TCP_INFO, &info, &length) == 0)
+    round_trips =
+        std::chrono::duration_cast<Duration>(std::chrono::microseconds(4 * info.tcpi_rtt));
+  const Duration limit = std::max(ack_timeout_, round_trips);
+  const auto waited = std::chrono::duration_cast<Duration>(loop_.now() - started_);
+  if (waited < limit) return ack_deadline_.arm(limit - waited);
+  finish(HandoffOutcome::dead,
+         fmt::format("{} bytes unacknowledged after {} ms", unacknowledged, waited.count()));
+}
 
 void PoolHandoff::on_external(uint32_t events) {
   if (done_) return;
@@ -229,7 +264,9 @@ void PoolHandoff::finish(HandoffOutcome outcome, std::string detail) {
   if (outcome == HandoffOutcome::ready) {
     result.pooled = StreamSocket{pooled_.release(), std::move(tls_), std::move(lines_)};
   } else {
-    // Closing tells the client to let go of the visitor (it stops dialing its target).
+    // A reset tells the client to let go of the visitor: it stops dialing its target, and a
+    // client that reads the NEW line only now cannot answer it (its TAKEN fails).
+    set_linger_reset(pooled_.fd());
     pooled_.close();
   }
   auto done = std::move(done_callback_);
@@ -240,6 +277,7 @@ Fd PoolHandoff::cancel() {
   done_ = true;
   ack_deadline_.cancel();
   set_low_water_mark(external_.fd(), 1);
+  set_linger_reset(pooled_.fd());
   pooled_.close();
   return external_.release();
 }

@@ -5,10 +5,17 @@
 // `FAIL <id> <reason>`).
 //
 // Until READY nothing is taken off the external socket: its bytes are peeked and sent, so if the
-// pooled connection turns out dead (no TAKEN within the ack timeout, closed, reset) or the client
-// cannot reach its target, the visitor's bytes are all still there for another attempt. At READY
-// the bytes already sent are consumed and the relay takes both sockets over. What is sent before
-// READY is bounded (kMaxEarlyBytes); the rest waits in the kernel for the relay.
+// pooled connection turns out dead or the client cannot reach its target, the visitor's bytes are
+// all still there for another attempt. At READY the bytes already sent are consumed and the relay
+// takes both sockets over. What is sent before READY is bounded (kMaxEarlyBytes); the rest waits
+// in the kernel for the relay.
+//
+// Dead means the client cannot have acted on the handoff: the connection ended (or broke the
+// protocol) before READY, or no TAKEN has come and the client's host has not even acknowledged
+// what was sent (the kernel still holds it, SIOCOUTQ) after the ack timeout and four round trips.
+// A client whose host took the bytes may just be slow (frozen, or behind a long path) and may
+// still deliver them to its target: it is waited for (up to the pair timeout), never raced by a
+// second attempt that would deliver the visitor's bytes twice.
 #pragma once
 
 #include <functional>
@@ -28,7 +35,7 @@ namespace tunnel::server {
 enum class HandoffOutcome {
   ready,          // READY: relay the two sockets
   target_failed,  // FAIL <id> <reason>: the client could not reach its target
-  dead,           // no TAKEN in time, the pooled connection ended, or it said something else
+  dead,           // ended or broke the protocol before READY, or its host acknowledged nothing
   visitor_gone,   // the external side reset
 };
 
@@ -71,6 +78,8 @@ class PoolHandoff {
   // Reads the client's lines, up to and including READY.
   void read_lines();
   void on_line(std::string_view line);
+  // No TAKEN yet: dead only if the client's host has not acknowledged what was sent.
+  void on_ack_deadline();
   // READY came and nothing is half-written: consume what was sent and finish.
   void complete_ready();
   void finish(HandoffOutcome outcome, std::string detail);
@@ -89,6 +98,9 @@ class PoolHandoff {
   bool done_ = false;
   uint64_t peeks_ = 0;
   Timer ack_deadline_;
+  Duration ack_timeout_;
+  Clock::time_point started_;
+  EventLoop& loop_;
   Done done_callback_;
 };
 

@@ -137,6 +137,22 @@ TEST_CASE(
   CHECK(h.manual.pump_until([&] { return !read_available(h.pooled.theirs.get(), all); }));
 }
 
+TEST_CASE("pool handoff: no TAKEN, but the client's host took every byte: waited for, not dead") {
+  Harness h;
+  h.visitor_says("request");
+  h.start();
+  const std::string line = tunnel::protocol::new_conn(h.id, "web");
+  CHECK(h.client_got(line.size() + 7) == line + "request");  // read: nothing unacknowledged
+  h.manual.advance(1100ms);
+  h.manual.settle();
+  h.manual.advance(5s);
+  h.manual.settle();
+  CHECK_FALSE(h.result);
+  h.client_says("TAKEN " + h.id.hex() + "\nREADY " + h.id.hex() + "\n");
+  REQUIRE(h.finish());
+  CHECK(h.result->outcome == HandoffOutcome::ready);
+}
+
 TEST_CASE("pool handoff: TAKEN stops the timeout; FAIL then gives the visitor back untouched") {
   Harness h;
   h.visitor_says("request");
