@@ -176,11 +176,14 @@ late_cleanup_hooks+=('((sshd_created_run_dir)) && rmdir /run/sshd 2>/dev/null')
 # --- the relays ---
 declare -A port_of pids_of # "SETUP KEY" -> the visitor's port; the relay's root pids
 relay_started=()           # root pids of every relay up, for stop_relays
+starts=0                   # numbers each relay's log files: a file of an earlier start must not
+                           # be taken for this one's readiness
 
 # start_relay SETUP TARGET_PORT KEY: a relay of SETUP towards TARGET_PORT (on the client side),
 # its visitor's port in port_of["SETUP KEY"] (on the server side).
 start_relay() {
   local setup=$1 target=$2 key=$3
+  starts=$((starts + 1))
   case $setup in
     direct)
       port_of["$setup $key"]=$target
@@ -203,7 +206,7 @@ stop_relays() {
 cleanup_hooks+=(stop_relays) # a forking relay's children are not in $pids
 
 start_floor() {
-  local setup=$1 target=$2 key=$3 name="$1-$3" hop1 hop2 p2
+  local setup=$1 target=$2 key=$3 name="$1-$3-$starts" hop1 hop2 p2
   spawn "$c_ns" "$work/floor_relay" "$c_addr:0" "127.0.0.1:$target" >"$work/$name-2.out" 2>&1 &
   hop2=$!
   pids+=("$hop2")
@@ -218,7 +221,7 @@ start_floor() {
 }
 
 start_socat() {
-  local setup=$1 target=$2 key=$3 name="$1-$3" hop1 hop2 p1 p2
+  local setup=$1 target=$2 key=$3 name="$1-$3-$starts" hop1 hop2 p1 p2
   pick_port p2
   pick_port p1
   spawn "$c_ns" socat "TCP4-LISTEN:$p2,bind=$c_addr,reuseaddr,fork,nodelay,backlog=4096" \
@@ -236,7 +239,7 @@ start_socat() {
 }
 
 start_ssh() {
-  local setup=$1 target=$2 key=$3 name="$1-$3" sshd client ps pa
+  local setup=$1 target=$2 key=$3 name="$1-$3-$starts" sshd client ps pa
   pick_port ps
   pick_port pa
   spawn "$s_ns" /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" -o "ListenAddress=$s_addr:$ps" \
@@ -257,7 +260,7 @@ start_ssh() {
 }
 
 start_tunnel() {
-  local setup=$1 target=$2 key=$3 name="$1-$3" attempt pa pb server client
+  local setup=$1 target=$2 key=$3 name="$1-$3-$starts" attempt pa pb server client
   local sflags=(--log-level warn) cflags=(--log-level info) pre=()
   [[ -n $TUNNEL_PRELOAD ]] && pre=(env "LD_PRELOAD=$TUNNEL_PRELOAD")
   if [[ $setup == tunnel-tls* ]]; then
