@@ -137,7 +137,7 @@ echo "    iperf3 server on 127.0.0.1:$iperf_port, echo server on 127.0.0.1:$echo
 # start_tunnel NAME BIN_DIR TARGET_PORT: starts tunnel-server and tunnel-client, waits until the
 # client is online, and sets tunnel_port_a and tunnel_pids.
 start_tunnel() {
-  local name=$1 dir=$2 target=$3 attempt pa pb server client
+  local name=$1-$round dir=$2 target=$3 attempt pa pb server client
   for attempt in 1 2 3 4 5; do
     pick_port pa
     pick_port pb

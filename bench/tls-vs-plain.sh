@@ -74,7 +74,7 @@ declare -A port_of pids_of metrics_of
 # start_tunnel SETUP KIND TARGET_PORT: a server and a client for SETUP, towards TARGET_PORT; fills
 # port_of/pids_of/metrics_of["SETUP KIND"].
 start_tunnel() {
-  local setup=$1 kind=$2 target=$3 name="$1-$2" attempt pa pb pm server client
+  local setup=$1 kind=$2 target=$3 name="$1-$2-$round" attempt pa pb pm server client
   for attempt in 1 2 3 4 5; do
     pick_port pa
     pick_port pb
