@@ -398,7 +398,9 @@ pingpong() {
 
 # connrate SETUP WORKERS: new connections per second and time to first byte (1 byte echoed).
 connrate() {
-  local setup=$1 w=$2 out rate p50 p99 errors
+  local setup=$1 w=$2 out rate p50 p99 errors conns before="" after cpu=""
+  # shellcheck disable=SC2046 # the pid list is words on purpose
+  [[ $setup != direct ]] && before=$(cpu_seconds $(relay_pids "$setup" echo))
   out=$(timeout $((CONN_SECONDS + 60)) "$work/connrate" "127.0.0.1:${port_of["$setup echo"]}" \
     --workers "$w" --seconds "$CONN_SECONDS" --size 1 2>&1) || die "$setup: connrate failed: $out"
   rate=$(sed -n 's/.* rate_per_s=\([0-9.]*\) .*/\1/p' <<<"$out")
@@ -410,7 +412,14 @@ connrate() {
   record "$setup" "cr${w}_p50" "$p50"
   record "$setup" "cr${w}_p99" "$p99"
   record "$setup" "cr${w}_errors" "$errors"
-  say "$setup" "connrate ${w}w $rate conn/s  ttfb p50 $p50 us  p99 $p99 us  errors $errors"
+  if [[ $setup != direct ]]; then
+    # shellcheck disable=SC2046
+    after=$(cpu_seconds $(relay_pids "$setup" echo))
+    conns=$(sed -n 's/^conns=\([0-9]*\) .*/\1/p' <<<"$out")
+    cpu=$(awk -v a="$after" -v b="$before" -v n="$conns" 'BEGIN {if (n > 0) printf "%.0f", (a - b) * 1e6 / n}')
+    [[ -n $cpu ]] && record "$setup" "cr${w}_cpu" "$cpu"
+  fi
+  say "$setup" "connrate ${w}w $rate conn/s  ttfb p50 $p50 us  p99 $p99 us  errors $errors${cpu:+  relay $cpu CPU-us/conn}"
 }
 
 # to_us VALUE: a wrk duration (12.3us, 1.2ms, 2s) in microseconds.
@@ -647,7 +656,7 @@ loads+=("$(cut -d' ' -f1 /proc/loadavg)")
 # --- the tables ---
 metrics=(iperf_up iperf_down iperf_x4 cpu_up cpu_down cpu_x4
   pp1_p50 pp1_p99 pp1_p999 ppk_p50 ppk_p99 ppk_p999
-  cr1_rate cr1_p50 cr1_p99 cr32_rate cr32_p50 cr32_p99
+  cr1_rate cr1_p50 cr1_p99 cr1_cpu cr32_rate cr32_p50 cr32_p99 cr32_cpu
   wrk_rps wrk_p50 wrk_p99
   idle_n idle_open_s idle_open_per_k idle_relay_kib idle_sys_kib
   wan_echo_rtt wan_banner_rtt wan_echo_us wan_banner_us)
@@ -664,6 +673,7 @@ declare -A label=(
   [cr1_p50]="time to first byte p50, 1 worker, us" [cr1_p99]="time to first byte p99, 1 worker, us"
   [cr32_rate]="new connections/s, 32 workers (higher is better)"
   [cr32_p50]="time to first byte p50, 32 workers, us" [cr32_p99]="time to first byte p99, 32 workers, us"
+  [cr1_cpu]="relay CPU-us per new connection, 1 worker" [cr32_cpu]="relay CPU-us per new connection, 32 workers"
   [wrk_rps]="wrk requests/s, $WRK_CONNS connections (higher is better)"
   [wrk_p50]="wrk latency p50, us" [wrk_p99]="wrk latency p99, us"
   [idle_n]="idle: connections held"
@@ -679,7 +689,7 @@ declare -A label=(
 declare -A format=([iperf_up]=%.2f [iperf_down]=%.2f [iperf_x4]=%.2f [cpu_up]=%.2f [cpu_down]=%.2f
   [cpu_x4]=%.2f [pp1_p50]=%.1f [pp1_p99]=%.1f [pp1_p999]=%.1f [ppk_p50]=%.1f [ppk_p99]=%.1f
   [ppk_p999]=%.1f [cr1_rate]=%.0f [cr1_p50]=%.0f [cr1_p99]=%.0f [cr32_rate]=%.0f [cr32_p50]=%.0f
-  [cr32_p99]=%.0f [wrk_rps]=%.0f [wrk_p50]=%.0f [wrk_p99]=%.0f [idle_n]=%.0f [idle_open_s]=%.2f
+  [cr32_p99]=%.0f [cr1_cpu]=%.0f [cr32_cpu]=%.0f [wrk_rps]=%.0f [wrk_p50]=%.0f [wrk_p99]=%.0f [idle_n]=%.0f [idle_open_s]=%.2f
   [idle_open_per_k]=%.3f [idle_relay_kib]=%.2f [idle_sys_kib]=%.2f [wan_echo_rtt]=%.2f
   [wan_banner_rtt]=%.2f [wan_echo_us]=%.0f [wan_banner_us]=%.0f)
 
