@@ -90,6 +90,8 @@ void WarmPool::on_ready(Entry& entry, StreamSocket socket) {
   // The data line proves the connection under the current session's key, like any data line.
   if (!send_now(socket, control_.data_hello(entry.id))) return drop(entry.id);
   set_keepalive(socket.fd.get());
+  // TAKEN, READY and the target's first bytes go out apart: none may wait for an ACK (Nagle).
+  set_nodelay(socket.fd.get());
   ConnId id = entry.id;
   entry.tls = std::move(socket.tls);
   entry.channel.emplace(loop_, std::move(socket.fd), kReadable,

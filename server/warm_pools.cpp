@@ -121,6 +121,8 @@ bool WarmPools::park(const ConnId& id, StreamSocket socket) {
     return false;
   }
   set_keepalive(socket.fd.get());
+  // The handoff writes the NEW line and the visitor's bytes apart: neither may wait for an ACK.
+  set_nodelay(socket.fd.get());
   TLOG_DEBUG("event=pool-parked client={} session={} conn={} parked={}", pool.link->name(),
              pool.link->number(), id.short_hex(), pool.parked.size() + 1);
   pool.parked.push_back(std::make_unique<Parked>(loop_, id, std::move(socket.fd),

@@ -16,7 +16,11 @@ LineConnection::LineConnection(EventLoop& loop, Fd fd, OnLine on_line, OnClose o
       on_line_(std::move(on_line)),
       on_close_(std::move(on_close)),
       report_loss_(loop, [this] { on_close_(deferred_loss_); }),
-      deferred_lines_(loop, [this] { deliver(); }) {}
+      deferred_lines_(loop, [this] { deliver(); }) {
+  // Lines are small and each is waited for (a NEW is a visitor waiting): Nagle would hold one
+  // back until the peer acknowledged the one before, up to its delayed-ACK timer.
+  set_nodelay(channel_.fd());
+}
 
 LineConnection::LineConnection(EventLoop& loop, StreamSocket socket, OnLine on_line,
                                OnClose on_close)
