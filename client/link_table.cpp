@@ -323,7 +323,10 @@ void LinkTable::on_pooled(const ConnId& id, size_t service, StreamSocket data) {
   if (links_.contains(id)) remove(id);  // an earlier attempt under this id is void
   // A server that gave up on this connection already (we were slow) has reset it: the target is
   // not even dialed.
-  if (peer_finished(data.fd.get())) return;
+  if (peer_finished(data.fd.get())) {
+    TLOG_DEBUG("event=link-cancelled conn={} reason=pooled-connection-reset", id.short_hex());
+    return;
+  }
   // TAKEN first: the server knows this connection is alive and waits for READY.
   if (!send_now(data, protocol::taken(id))) return;  // the server closed it meanwhile
   auto link = std::make_unique<Link>();

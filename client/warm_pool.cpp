@@ -88,7 +88,7 @@ void WarmPool::on_dialed(const ConnId& id, Fd fd, std::error_code error) {
 
 void WarmPool::on_ready(Entry& entry, StreamSocket socket) {
   // The data line proves the connection under the current session's key, like any data line.
-  if (!send_now(socket, control_.data_hello(entry.id))) return drop(entry.id);
+  if (!send_now(socket, control_.data_hello(entry.id))) return lost(entry.id);
   set_keepalive(socket.fd.get());
   // TAKEN, READY and the target's first bytes go out apart: none may wait for an ACK (Nagle).
   set_nodelay(socket.fd.get());
@@ -111,17 +111,17 @@ void WarmPool::on_readable(const ConnId& id) {
       auto result = entry.tls->read({buffer, sizeof buffer});
       // A session ticket arrives after the handshake and is not a line: keep waiting.
       if (result.status == tls::IoStatus::want_read) return;
-      if (result.status != tls::IoStatus::ok) return drop(id);
+      if (result.status != tls::IoStatus::ok) return lost(id);
       entry.line.append(buffer, result.bytes);
     } else {
       // Only the line is taken off the socket: the visitor's bytes after it are the relay's.
       ssize_t n = ::recv(fd, buffer, sizeof buffer, MSG_PEEK | MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-      if (n <= 0) return drop(id);  // the server closed it: the pool shrank or the session ended
+      if (n <= 0) return lost(id);  // closed or reset (by the server, or by a box on the way)
       std::string_view peeked(buffer, static_cast<size_t>(n));
       auto end = peeked.find('\n');
       size_t take = end == std::string_view::npos ? peeked.size() : end + 1;
-      if (::recv(fd, buffer, take, MSG_DONTWAIT) != static_cast<ssize_t>(take)) return drop(id);
+      if (::recv(fd, buffer, take, MSG_DONTWAIT) != static_cast<ssize_t>(take)) return lost(id);
       entry.line.append(buffer, take);
     }
     auto end = entry.line.find('\n');
@@ -130,14 +130,14 @@ void WarmPool::on_readable(const ConnId& id) {
       entry.line.resize(end);
       break;
     }
-    if (entry.line.size() >= kMaxLineLength) return drop(id);
+    if (entry.line.size() >= kMaxLineLength) return lost(id);
   }
   auto parsed = protocol::parse_message(entry.line);
   auto* message = std::get_if<protocol::Message>(&parsed);
   if (!message || message->verb != protocol::Verb::new_conn) {
     TLOG_WARN("event=pool-unexpected conn={} line=\"{}\"", id.short_hex(),
               log::escaped(entry.line));
-    return drop(id);
+    return lost(id);
   }
   StreamSocket socket{entry.channel->release(), std::move(entry.tls), std::move(rest)};
   const ConnId handed = message->id;
@@ -147,6 +147,14 @@ void WarmPool::on_readable(const ConnId& id) {
   entries_.erase(it);
   --parked_;
   on_handed_(handed, service, std::move(socket));
+}
+
+void WarmPool::lost(const ConnId& id) {
+  TLOG_DEBUG("event=pool-connection-lost conn={}", id.short_hex());
+  // The server may not see it (a proxy on the way may keep its side open): it is told, so that it
+  // neither hands a visitor to it nor waits for an answer on it.
+  control_.send_line(protocol::fail(id, to_string(FailReason::data_connect_failed)));
+  drop(id);
 }
 
 void WarmPool::drop(const ConnId& id) {

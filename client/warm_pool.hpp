@@ -46,6 +46,8 @@ class WarmPool {
   void on_dialed(const ConnId& id, Fd fd, std::error_code error);
   void on_ready(Entry& entry, StreamSocket socket);
   void on_readable(const ConnId& id);
+  // A parked connection ended or broke the protocol: the server is told (FAIL <id>), then drop.
+  void lost(const ConnId& id);
   // Ends the entry without a word (the server learns it from the closed connection, or the FAIL
   // sent for one that never opened).
   void drop(const ConnId& id);

@@ -64,6 +64,8 @@ struct ConnectionTable::Entry {
   std::vector<uint64_t> failed_at;       // the sessions that answered FAIL for it, by number
   std::string client = "-";              // the name of the last client told (logs, metrics)
   std::unique_ptr<PoolHandoff> handoff;  // handed_off: it holds the external socket meanwhile
+  ConnId park_id;                        // handed_off: the PARK id of the pooled connection
+  uint64_t handed_session = 0;           // handed_off: the session it came from, by number
   bool pool_failed = false;              // a pooled connection was dead: NEW from now on
   // Until pairing. Interest is empty: A's bytes stay in the kernel until the relay starts, and only
   // a reset or error (always reported) tells us the external side is gone. A FIN alone is not: a
@@ -196,17 +198,15 @@ std::vector<ConnId> ConnectionTable::link_lost(const ClientLink& link) {
 void ConnectionTable::take_from(const ClientLink& link, const Service* service,
                                 std::string_view why, std::vector<ConnId>* voided) {
   std::vector<ConnId> taken;
-  for (auto& [id, entry] : entries_)
-    if ((entry->state == ConnState::announced || entry->state == ConnState::handed_off) &&
-        entry->link == &link && (!service || entry->service.get() == service))
-      taken.push_back(id);
+  for (auto& [id, entry] : entries_) {
+    if (entry->link != &link || (service && entry->service.get() != service)) continue;
+    if (entry->state == ConnState::announced) taken.push_back(id);
+    // A handoff runs on: its client may already be delivering the visitor's bytes. Without its
+    // session it ends as any handoff does (READY, FAIL, the pooled connection ending).
+    if (entry->state == ConnState::handed_off && !service) entry->link = nullptr;
+  }
   for (const ConnId& old_id : taken) {
-    Entry& old = *entries_.at(old_id);
-    // A pooled connection closes, which tells its client; a NEW needs saying.
-    if (old.state == ConnState::handed_off)
-      take_back(old);
-    else if (voided)
-      voided->push_back(old_id);
+    if (voided) voided->push_back(old_id);
     Entry& entry = rename(old_id, why);
     entry.link = nullptr;
     move_to(entry, ConnState::waiting_for_client);
@@ -274,7 +274,7 @@ void ConnectionTable::start_relay(Entry& entry, Fd external, StreamSocket data) 
     relays_.start(entry.id, std::move(external), std::move(data.fd));
 }
 
-void ConnectionTable::hand_off(Entry& entry, ClientLink& link, StreamSocket pooled) {
+void ConnectionTable::hand_off(Entry& entry, ClientLink& link, WarmPools::Taken pooled) {
   Fd external = entry.external->release();
   entry.external.reset();
   std::string preamble =
@@ -282,11 +282,13 @@ void ConnectionTable::hand_off(Entry& entry, ClientLink& link, StreamSocket pool
       proxy_header(entry, external.get());
   entry.link = &link;
   entry.client = link.name();
+  entry.park_id = pooled.park_id;
+  entry.handed_session = link.number();
   move_to(entry, ConnState::handed_off);
   TLOG_DEBUG("event=handed-off conn={} service={} client={} session={}", entry.id.short_hex(),
              entry.service->name(), entry.client, link.number());
   entry.handoff = std::make_unique<PoolHandoff>(
-      loop_, entry.id, std::move(external), std::move(pooled), std::move(preamble),
+      loop_, entry.id, std::move(external), std::move(pooled.socket), std::move(preamble),
       handoff_timeout_,
       [this, e = &entry](PoolHandoff::Result result) { on_handoff_done(*e, std::move(result)); });
   entry.handoff->start();
@@ -302,32 +304,35 @@ void ConnectionTable::on_handoff_done(Entry& entry, PoolHandoff::Result result) 
     return start_relay(entry, std::move(result.external), std::move(result.pooled));
   }
   watch_external(entry, std::move(result.external));
-  ClientLink& link = *entry.link;
   switch (result.outcome) {
     case HandoffOutcome::visitor_gone:
       return end_unpaired(entry, FailureReason::closed_early, result.detail);
     case HandoffOutcome::target_failed:
-      return retry_elsewhere(entry, link, result.detail);
-    case HandoffOutcome::dead: {
-      uint64_t suppressed = 0;
-      if (dead_log_.allow(suppressed))
-        TLOG_WARN(
-            "event=pool-connection-dead conn={} service={} client={} detail=\"{}\" "
-            "suppressed={}",
-            entry.id.short_hex(), entry.service->name(), entry.client, result.detail, suppressed);
-      // Its siblings are as old: they are replaced, and this visitor takes the NEW path.
-      pools_.distrust(link);
-      entry.pool_failed = true;
-      const ConnId old_id = entry.id;  // rename() changes entry.id
-      Entry& renamed = rename(old_id, "pool-dead");
-      renamed.link = nullptr;
-      move_to(renamed, ConnState::waiting_for_client);
-      announce(renamed);
-      return;
-    }
+      return retry_elsewhere(entry, entry.link, entry.handed_session, result.detail);
+    case HandoffOutcome::dead:
+      return after_dead_pooled(entry, result.detail);
     case HandoffOutcome::ready:
       return;
   }
+}
+
+void ConnectionTable::after_dead_pooled(Entry& entry, std::string_view detail) {
+  uint64_t suppressed = 0;
+  if (dead_log_.allow(suppressed))
+    TLOG_WARN("event=pool-connection-dead conn={} service={} client={} detail=\"{}\" suppressed={}",
+              entry.id.short_hex(), entry.service->name(), entry.client, detail, suppressed);
+  if (entry.link) {
+    // Its siblings are as old: they are replaced. Other sessions serving the service are
+    // preferred for a while, as after a FAIL.
+    pools_.distrust(*entry.link);
+    entry.service->failed_on(*entry.link, loop_.now());
+  }
+  entry.pool_failed = true;        // this visitor takes the NEW path
+  const ConnId old_id = entry.id;  // rename() changes entry.id
+  Entry& renamed = rename(old_id, "pool-dead");
+  renamed.link = nullptr;
+  move_to(renamed, ConnState::waiting_for_client);
+  announce(renamed);
 }
 
 void ConnectionTable::take_back(Entry& entry) {
@@ -340,19 +345,36 @@ void ConnectionTable::take_back(Entry& entry) {
 void ConnectionTable::fail(ClientLink& from, const ConnId& id, std::string_view reason) {
   auto it = entries_.find(id);
   // A client can only give up on what it was told.
-  if (it == entries_.end()) return pools_.forget(from, id);  // a PARK id it could not open
+  if (it == entries_.end()) return park_failed(from, id);
   if (it->second->state != ConnState::announced || it->second->link != &from) return;
-  retry_elsewhere(*it->second, from, reason);
+  retry_elsewhere(*it->second, &from, from.number(), reason);
 }
 
-void ConnectionTable::retry_elsewhere(Entry& failed, ClientLink& from, std::string_view reason) {
+void ConnectionTable::park_failed(ClientLink& from, const ConnId& park_id) {
+  // A pooled connection the client could not open, or lost while parked. If it was just handed a
+  // visitor, the client never read that NEW (it had lost the connection): the visitor is safe to
+  // announce again, which the server could not know behind a proxy that keeps its side open.
+  for (auto& [id, entry] : entries_)
+    if (entry->state == ConnState::handed_off && entry->park_id == park_id &&
+        entry->link == &from) {
+      Entry& handed = *entry;
+      take_back(handed);
+      ++handoffs_[static_cast<size_t>(HandoffOutcome::dead)];
+      return after_dead_pooled(handed, "the client lost the pooled connection");
+    }
+  pools_.forget(from, park_id);
+}
+
+void ConnectionTable::retry_elsewhere(Entry& failed, ClientLink* from, uint64_t from_number,
+                                      std::string_view reason) {
   const ConnId id = failed.id;
-  failed.service->failed_on(from, loop_.now());
+  if (from) failed.service->failed_on(*from, loop_.now());
   TLOG_DEBUG("event=target-failed conn={} service={} client={} detail={}", id.short_hex(),
              failed.service->name(), failed.client, reason);
   // Another client serving the service may reach its target: it gets the connection under a
   // fresh id (the failed client is done with the old one and needs no CLOSE).
-  failed.failed_at.push_back(from.number());
+  failed.failed_at.push_back(from_number);
+  const std::string failed_client = failed.client;
   Entry& entry = rename(id, "target-failed");
   entry.link = nullptr;
   if (!announce(entry)) return end_unpaired(entry, FailureReason::target_unreachable, reason);
@@ -361,7 +383,8 @@ void ConnectionTable::retry_elsewhere(Entry& failed, ClientLink& from, std::stri
     TLOG_INFO(
         "event=conn-retried conn={} service={} failed_client={} client={} detail={} "
         "suppressed={}",
-        entry.id.short_hex(), entry.service->name(), from.name(), entry.client, reason, suppressed);
+        entry.id.short_hex(), entry.service->name(), failed_client, entry.client, reason,
+        suppressed);
 }
 
 void ConnectionTable::end_unpaired(Entry& entry, FailureReason failure, std::string_view detail) {

@@ -111,7 +111,7 @@ class ConnectionTable {
   // Tells a session serving the entry's service about it, if one can take it (false: none): hands
   // it to one of the session's pooled connections if there is one, else sends NEW.
   bool announce(Entry& entry);
-  void hand_off(Entry& entry, ClientLink& link, StreamSocket pooled);
+  void hand_off(Entry& entry, ClientLink& link, WarmPools::Taken pooled);
   void on_handoff_done(Entry& entry, PoolHandoff::Result result);
   // Stops a handoff in progress (the pooled connection closes) and watches the external side again.
   void take_back(Entry& entry);
@@ -119,13 +119,21 @@ class ConnectionTable {
   void watch_external(Entry& entry, Fd external);
   // The session told `entry` could not reach its target: another serving the service gets it
   // under a fresh id, if one has not tried; else it ends.
-  void retry_elsewhere(Entry& entry, ClientLink& from, std::string_view reason);
+  // `from` may be null (its session has ended since); `from_number` is its session number.
+  void retry_elsewhere(Entry& entry, ClientLink* from, uint64_t from_number,
+                       std::string_view reason);
+  // FAIL <id> for no entry: a PARK id (see the .cpp).
+  void park_failed(ClientLink& from, const ConnId& park_id);
+  // The pooled connection of a handoff is of no use (dead, lost): announced again, with NEW.
+  void after_dead_pooled(Entry& entry, std::string_view detail);
   // The PROXY header the entry's service sends to its target, or empty.
   std::string proxy_header(const Entry& entry, int external) const;
   // Pairs the entry's external side with `data` and starts the relay.
   void start_relay(Entry& entry, Fd external, StreamSocket data);
-  // A session gave up what it had (lost, or no longer allowed): `pick` entries go back to waiting
-  // under fresh ids and are announced again.
+  // A session gave up what it had (lost: `service` null; or no longer allowed to serve `service`):
+  // what it was told with NEW goes back to waiting under a fresh id and is announced again. A
+  // handoff is never taken back (its client may already be delivering the visitor's bytes: a
+  // second attempt could deliver them twice): it runs on, without the session when it is lost.
   void take_from(const ClientLink& link, const Service* service, std::string_view why,
                  std::vector<ConnId>* voided);
   // Gives the entry a fresh id (what it was told under the old one is void); returns the entry.

@@ -222,6 +222,7 @@ void PoolHandoff::on_line(std::string_view line) {
     return finish(HandoffOutcome::dead, "unexpected line on the pooled connection");
   switch (message->verb) {
     case protocol::Verb::taken:
+      TLOG_DEBUG("event=pool-taken conn={}", id_.short_hex());
       taken_ = true;
       ack_deadline_.cancel();
       return;

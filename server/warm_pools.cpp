@@ -143,23 +143,34 @@ void WarmPools::on_parked_readable(Pool& pool, Parked& parked) {
   lost(pool, 1);
 }
 
-std::optional<StreamSocket> WarmPools::take(ClientLink& link) {
+std::optional<WarmPools::Taken> WarmPools::take(ClientLink& link) {
   auto it = pools_.find(&link);
   if (it == pools_.end() || it->second->parked.empty()) return std::nullopt;
   Pool& pool = *it->second;
   std::unique_ptr<Parked> parked = std::move(pool.parked.back());
   pool.parked.pop_back();
-  StreamSocket socket{parked->channel.release(), std::move(parked->tls), {}};
+  Taken taken{StreamSocket{parked->channel.release(), std::move(parked->tls), {}}, parked->id};
   // We may be inside another handler of this batch; the entry holds no socket any more.
   loop_.destroy_later(std::move(parked));
   ++taken_total_;
   refill(pool);
-  return socket;
+  return taken;
 }
 
 void WarmPools::forget(const ClientLink& link, const ConnId& id) {
   auto it = issued_.find(id);
-  if (it == issued_.end() || it->second->link != &link) return;
+  if (it == issued_.end()) {
+    // Lost while parked: the client saw it end (behind a proxy the server may not).
+    auto pool = pools_.find(&link);
+    if (pool == pools_.end()) return;
+    for (auto& parked : pool->second->parked)
+      if (parked->id == id) {
+        drop_parked(*pool->second, *parked);
+        return lost(*pool->second, 1);
+      }
+    return;
+  }
+  if (it->second->link != &link) return;
   Pool& pool = *it->second;
   issued_.erase(it);
   pool.issued.erase(id);

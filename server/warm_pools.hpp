@@ -33,10 +33,15 @@ class WarmPools {
   const ClientLink* issued_to(const ConnId& id) const;
   // DATA <id> for a PARK id. False when the id waits for nothing (the caller closes `socket`).
   bool park(const ConnId& id, StreamSocket socket);
-  // A parked connection of `link`'s, the most recently parked first (the likeliest to be alive);
-  // its replacement is asked for at once. None when the pool is empty.
-  std::optional<StreamSocket> take(ClientLink& link);
-  // FAIL <id> for a PARK id: `link` could not open that connection; it is asked for again later.
+  // A parked connection of `link`'s, the most recently parked first (the likeliest to be alive),
+  // with the PARK id it came under; its replacement is asked for at once. None when empty.
+  struct Taken {
+    StreamSocket socket;
+    ConnId park_id;
+  };
+  std::optional<Taken> take(ClientLink& link);
+  // FAIL <id> for a PARK id: `link` could not open that connection, or lost it while parked; it
+  // is closed if here and asked for again later.
   void forget(const ClientLink& link, const ConnId& id);
   // A connection taken from `link`'s pool turned out dead: the pool's other parked connections
   // are as old or older, so they are dropped and asked for again (after a pause, so that a

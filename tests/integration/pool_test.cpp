@@ -109,7 +109,8 @@ struct ScriptedPoolClient {
       auto park = read_line(control, Millis(5000)).data;
       REQUIRE(park.starts_with("PARK "));
       pooled.push_back(tiny_window ? connect_small(server.port_b()) : connect_tcp(server.port_b()));
-      send_all(pooled.back(), "TUNNEL/1 DATA " + park.substr(5) + "\n");
+      park_ids.push_back(park.substr(5));
+      send_all(pooled.back(), "TUNNEL/1 DATA " + park_ids.back() + "\n");
     }
     wait_until([&] { return server.log().count("event=pool-parked") == size_t(count); },
                Millis(5000), "the pooled connections parked");
@@ -137,6 +138,7 @@ struct ScriptedPoolClient {
 
   Socket control;
   std::vector<Socket> pooled;
+  std::vector<std::string> park_ids;
 };
 
 }  // namespace
@@ -299,4 +301,53 @@ TEST_CASE("pool: a target slow to connect while the visitor uploads 1 MiB: every
   CHECK(back.data.size() == upload.size());
   CHECK(back.data == upload);
   CHECK(server.log().find("event=handed-off").has_value());
+}
+
+// Review defect: when a session was lost (or a reload took a service from it) while a visitor was
+// handed to one of its pooled connections, the server reset the handoff and announced the visitor
+// again, although the client, alive, had taken it and could already be delivering its bytes.
+TEST_CASE("pool: a handoff its client took runs on when the session is lost: served once") {
+  Server server({"--probe-timeout", "300ms", "--pair-timeout", "5s"});
+  ScriptedPoolClient client(server, 1, /*tiny_window=*/false);
+  Socket visitor = connect_tcp(server.port_a());
+  send_all(visitor, "POST /once\n");
+  auto& pooled = client.pooled.front();
+  const std::string line = read_line(pooled, Millis(3000)).data;
+  REQUIRE(line.starts_with("NEW "));
+  const std::string id = line.substr(4, 32);
+  send_all(pooled, "TAKEN " + id + "\n");
+  server.wait_for_line("event=pool-taken", Millis(3000));
+  // The control connection goes; the client comes back with a new session.
+  const size_t mark = server.mark();
+  client.control.close();
+  server.wait_for_line("event=client-offline", Millis(3000), mark);
+  Socket control = connect_tcp(server.port_b());
+  send_all(control, "TUNNEL/1 CONTROL\n");
+  REQUIRE(read_line(control, Millis(3000)).data == "OK");
+  // The visitor is not announced to the new session: the pooled connection still has it.
+  CHECK_FALSE(wait_readable(control, Millis(700)));
+  send_all(pooled, "READY " + id + "\nanswer\n");
+  CHECK(read_exact(visitor, 7, Millis(3000)) == "answer\n");
+  CHECK(read_exact(pooled, 11, Millis(3000)) == "POST /once\n");
+}
+
+// Review defect: behind a proxy that keeps the server's side of a pooled connection open after the
+// client's side broke, the server handed visitors to it and waited out the pair timeout.
+TEST_CASE("pool: a pooled connection the client reports lost is dropped, not handed a visitor") {
+  Server server({"--pair-timeout", "5s"});
+  ScriptedPoolClient client(server, 2, /*tiny_window=*/false);
+  // Both parked connections reported lost, both kept open on the server's side.
+  for (const auto& park : client.park_ids)
+    send_all(client.control, "FAIL " + park + " data-connect-failed\n");
+  wait_until([&] { return server.log().count("event=pool-parked") == 2; }, Millis(1000), "parked");
+  std::this_thread::sleep_for(100ms);  // the FAIL lines are handled
+  const auto started = Clock::now();
+  Socket visitor = connect_tcp(server.port_a());
+  send_all(visitor, "hi\n");
+  const std::string id = client.next_new(Millis(3000));  // the dial path, at once
+  CHECK(std::chrono::duration_cast<Millis>(Clock::now() - started) < Millis(1000));
+  for (auto& p : client.pooled) CHECK(read_to_end(p, Millis(2000)).end != End::timeout);
+  Socket data = connect_tcp(server.port_b());
+  send_all(data, "TUNNEL/1 DATA " + id + "\n");
+  CHECK(read_exact(data, 3, Millis(3000)) == "hi\n");
 }
