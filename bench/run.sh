@@ -171,7 +171,8 @@ EOF
     : "$sshd_created_run_dir"
   fi
 fi
-late_cleanup_hooks+=('((sshd_created_run_dir)) && rmdir /run/sshd 2>/dev/null')
+# Removed only when no sshd is left: another one started meanwhile would need it for every login.
+late_cleanup_hooks+=('((sshd_created_run_dir)) && ! pgrep -x sshd >/dev/null && rmdir /run/sshd 2>/dev/null')
 
 # --- the relays ---
 declare -A port_of pids_of # "SETUP KEY" -> the visitor's port; the relay's root pids
