@@ -1,5 +1,7 @@
 // TLS contexts and pins: what loads, what is refused and how the refusal reads (one line naming
-// the file and the problem), the warnings, and scripts/gen-cert.sh's files and printed pin.
+// the file and the problem), the warnings, the cipher suites' order, and scripts/gen-cert.sh's
+// files and printed pin.
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -222,6 +224,34 @@ TEST_CASE(
   auto [again, again_status] = run("bash " + gen_cert_script() + " --out " + out + " 2>&1");
   CHECK(again_status != 0);
   CHECK_THAT(again, Catch::Contains("exists"));
+}
+
+TEST_CASE("tls contexts: AES-128-GCM first with AES instructions, ChaCha20 for a client without") {
+  // Both ends list the suites best first for their own CPU; the server's order decides, except
+  // that a client which puts ChaCha20 first (no AES instructions there) gets it.
+  TempDir dir;
+  auto identity = make_identity(dir, "server", {});
+  auto server = ServerContext::load(identity.cert, identity.key);
+  std::string order = tunnel::tls::preferred_ciphersuites();
+  std::string best = order.substr(0, order.find(':'));
+  CHECK(best ==
+        (tunnel::tls::cpu_has_aes() ? "TLS_AES_128_GCM_SHA256" : "TLS_CHACHA20_POLY1305_SHA256"));
+  CHECK_THAT(order, Catch::Contains("TLS_AES_256_GCM_SHA384"));  // still spoken
+
+  auto negotiated = [&](const char* client_suites) {
+    auto client = ClientContext::load({.ca_file = identity.cert, .server_name = "localhost"});
+    if (client_suites) REQUIRE(SSL_CTX_set_ciphersuites(client.native_handle(), client_suites));
+    auto pair = make_pair(client, server);
+    REQUIRE(handshake_both(*pair.client, *pair.server).both_done());
+    return std::string(SSL_get_cipher_name(pair.client->native_handle()));
+  };
+  CHECK(negotiated(nullptr) == best);
+  // A client without AES instructions.
+  CHECK(negotiated("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256") ==
+        "TLS_CHACHA20_POLY1305_SHA256");
+  // A client that prefers AES-256 gets the server's choice among what it offers.
+  CHECK(negotiated("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") == "TLS_AES_128_GCM_SHA256");
+  CHECK(negotiated("TLS_AES_256_GCM_SHA384") == "TLS_AES_256_GCM_SHA384");
 }
 
 TEST_CASE("gen-cert.sh: --ca makes a CA, a server and a client certificate for mTLS") {

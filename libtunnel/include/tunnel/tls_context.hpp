@@ -21,6 +21,12 @@ struct x509_store_ctx_st;  // OpenSSL's X509_STORE_CTX
 
 namespace tunnel::tls {
 
+// Whether this CPU has AES instructions (x86 AES-NI with PCLMULQDQ, ARMv8 AES with PMULL).
+bool cpu_has_aes();
+// The TLS 1.3 cipher suites both ends offer, best first for this CPU (OpenSSL's syntax):
+// AES-128-GCM first with AES instructions, ChaCha20-Poly1305 first without.
+std::string preferred_ciphersuites();
+
 class ServerContext {
  public:
   // TLS 1.3 only, stateless session tickets (so clients resume their data connections). With a
