@@ -67,6 +67,11 @@ declare -A client_flags=(
   [tls]="--token-file $work/token --tls --tls-pin $pin"
 )
 client_flags[tls-nores]="${client_flags[tls]} --tls-resume false"
+# Every data connection dialled per visitor, as this script measures handshakes on that path: a
+# client with a warm pool (on by default there) would hand visitors to connections made earlier.
+if "$client_exe" --help 2>&1 | grep -q -- '--pool'; then
+  for setup in plain tls tls-nores; do client_flags[$setup]+=" --pool 0"; done
+fi
 
 # Where each test goes, per setup: A port, daemon pids, client metrics port.
 declare -A port_of pids_of metrics_of
