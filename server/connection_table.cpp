@@ -201,12 +201,22 @@ void ConnectionTable::take_from(const ClientLink& link, const Service* service,
   for (auto& [id, entry] : entries_) {
     if (entry->link != &link || (service && entry->service.get() != service)) continue;
     if (entry->state == ConnState::announced) taken.push_back(id);
-    // A handoff runs on: its client may already be delivering the visitor's bytes. Without its
-    // session it ends as any handoff does (READY, FAIL, the pooled connection ending).
-    if (entry->state == ConnState::handed_off && !service) entry->link = nullptr;
+    if (entry->state != ConnState::handed_off || service) continue;
+    // A lost session's handoff whose client has said TAKEN runs on: that client is alive and may
+    // already be delivering the visitor's bytes. It ends as any handoff does (READY, FAIL, its
+    // connection ending). One not taken (a frozen or gone client) is taken back: its pooled
+    // connection is reset, so a client that reads the NEW only later cannot answer it.
+    if (entry->handoff->taken())
+      entry->link = nullptr;
+    else
+      taken.push_back(id);
   }
   for (const ConnId& old_id : taken) {
-    if (voided) voided->push_back(old_id);
+    Entry& old = *entries_.at(old_id);
+    if (old.state == ConnState::handed_off)
+      take_back(old);
+    else if (voided)
+      voided->push_back(old_id);
     Entry& entry = rename(old_id, why);
     entry.link = nullptr;
     move_to(entry, ConnState::waiting_for_client);

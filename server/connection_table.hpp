@@ -132,8 +132,9 @@ class ConnectionTable {
   void start_relay(Entry& entry, Fd external, StreamSocket data);
   // A session gave up what it had (lost: `service` null; or no longer allowed to serve `service`):
   // what it was told with NEW goes back to waiting under a fresh id and is announced again. A
-  // handoff is never taken back (its client may already be delivering the visitor's bytes: a
-  // second attempt could deliver them twice): it runs on, without the session when it is lost.
+  // handoff its client has said TAKEN for is never taken back (that client may already be
+  // delivering the visitor's bytes: a second attempt could deliver them twice); nor is any handoff
+  // on a reload. A lost session's handoffs not yet taken are (see the .cpp).
   void take_from(const ClientLink& link, const Service* service, std::string_view why,
                  std::vector<ConnId>* voided);
   // Gives the entry a fresh id (what it was told under the old one is void); returns the entry.

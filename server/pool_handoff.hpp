@@ -64,6 +64,8 @@ class PoolHandoff {
   // (which tells the client to let go). No callback runs after this.
   Fd cancel();
 
+  // The client has said TAKEN: it is alive and acting on the handoff.
+  bool taken() const { return taken_; }
   // How many times the external socket was peeked (tests: a stalled visitor must not wake us).
   uint64_t peeks() const { return peeks_; }
 
