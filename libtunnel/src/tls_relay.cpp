@@ -1,10 +1,19 @@
 // The TLS relay: two flows, one from the plain side into the Stream (SSL_write) and one out of it
-// (SSL_read), each through a buffer taken while it holds bytes. The plain side is read with recv
+// (SSL_read), each through a buffer taken while it moves bytes. The plain side is read with recv
 // and written with send; splice cannot help, since the bytes are encrypted on one side.
 //
+// The Stream is in bulk mode: a write of several records sends them with one send, and while
+// bytes stream, one recv reads several records ahead. A flow's buffer starts at one record and
+// grows to four once a read fills it. The flows' buffers and the Stream's are kept while bytes
+// move and given back once a whole kReleaseAfter passed without a wake-up (on_release): taking
+// and freeing them at every wake-up cost allocations per burst, and with more than 128 KiB freed
+// at once glibc gave the memory back to the kernel (brk) and faulted it in again at the next one.
+//
 // What the Stream asks of its user (tls_stream.hpp) and where it is done here:
-// - decrypted bytes no poller reports (pending()): top_up() after each pump, and the kick timer
+// - bytes no poller reports (has_buffered_input()): top_up() after each pump, and the kick timer
 //   (needs_kick) for the one case pump cannot cover, the start;
+// - records written that the socket did not take (unsent()): the flow into the Stream waits for
+//   writability and flushes them (write), before anything else it writes and before its end;
 // - a read that wants writability, a write that wants readability: each flow records what it
 //   waits for (read_wait, write_wait), which update_interest asks of the poller and on_ready
 //   matches against the events;
@@ -39,20 +48,22 @@ const char* side_name(int side) {
 }  // namespace
 
 struct TlsRelay::Flow {
-  int from = 0;                     // side index bytes come from
-  int to = 1;                       // side index they go to
-  bool decrypts = false;            // `from` is the TLS side (else `to` is)
-  std::unique_ptr<char[]> buffer;   // only while it holds bytes
-  size_t capacity = 0;              // of `buffer`
-  size_t start = 0;                 // first byte not yet written to `to`
-  size_t pending = 0;               // bytes from `start` on, read and not yet written
-  uint32_t read_wait = kReadable;   // what `from` must be ready for before the next read
-  uint32_t write_wait = kWritable;  // what `to` must be ready for before the next write
-  bool eof = false;                 // `from` will send nothing more
-  bool shut = false;                // that end was passed on to `to`
+  int from = 0;                      // side index bytes come from
+  int to = 1;                        // side index they go to
+  bool decrypts = false;             // `from` is the TLS side (else `to` is)
+  std::unique_ptr<char[]> buffer;    // while it moves bytes (until on_release)
+  size_t capacity = 0;               // of `buffer`
+  size_t wanted = kFirstBufferSize;  // the capacity of the next buffer taken
+  size_t start = 0;                  // first byte not yet written to `to`
+  size_t pending = 0;                // bytes from `start` on, read and not yet written
+  uint32_t read_wait = kReadable;    // what `from` must be ready for before the next read
+  uint32_t write_wait = kWritable;   // what `to` must be ready for before the next write
+  bool eof = false;                  // `from` will send nothing more
+  bool drained = false;              // the last read took all `from` had for now
+  bool shut = false;                 // that end was passed on to `to`
   uint64_t delivered = 0;
 
-  size_t room() const { return buffer ? capacity - start - pending : kBufferSize; }
+  size_t room() const { return buffer ? capacity - start - pending : wanted; }
   bool wants_read() const { return !eof && room() > 0; }
   // Bytes to write, or the end to pass on.
   bool wants_write() const { return pending > 0 || (eof && !shut); }
@@ -61,6 +72,11 @@ struct TlsRelay::Flow {
     buffer = std::make_unique_for_overwrite<char[]>(size);
     capacity = size;
     start = 0;
+  }
+  // A read filled the buffer: the source has more than it holds, so the next one is the large
+  // one, taken as soon as this one is empty.
+  void grow_later() {
+    if (capacity < kBufferSize) wanted = kBufferSize;
   }
   void drop_buffer() {
     buffer.reset();
@@ -76,6 +92,7 @@ TlsRelay::TlsRelay(EventLoop& loop, Fd visitor_side, Fd service_side, TlsSide tl
       tls_(tls_side == TlsSide::visitor ? kVisitor : kService),
       stream_(std::move(stream)),
       kick_(loop, [this] { on_kick(); }),
+      release_(loop, [this] { on_release(); }),
       done_(std::move(done)) {
   Fd fds[2] = {std::move(visitor_side), std::move(service_side)};
   assert(stream_ && stream_->established() && stream_->fd() == fds[tls_].get());
@@ -87,10 +104,11 @@ TlsRelay::TlsRelay(EventLoop& loop, Fd visitor_side, Fd service_side, TlsSide tl
     flow_[side]->to = 1 - side;
     flow_[side]->decrypts = side == tls_;
   }
+  stream_->enable_bulk();
   if (!initial.empty()) {
     // May be larger than one buffer (a line reader's leftover): taken whole, once.
     Flow& out_of_tls = *flow_[tls_];
-    out_of_tls.take_buffer(std::max(kBufferSize, initial.size()));
+    out_of_tls.take_buffer(std::max(kFirstBufferSize, initial.size()));
     std::memcpy(out_of_tls.buffer.get(), initial.data(), initial.size());
     out_of_tls.pending = initial.size();
   }
@@ -144,7 +162,10 @@ void TlsRelay::on_ready(Side side, uint32_t events) {
   if ((events & writing.write_wait) || hangup) pump(writing);
   if (finished_) return;
   maybe_finish();
-  if (!finished_) update_interest();
+  if (finished_) return;
+  update_interest();
+  woken_ = true;
+  if (!release_.armed()) release_.arm(kReleaseAfter);
 }
 
 void TlsRelay::on_kick() {
@@ -152,7 +173,10 @@ void TlsRelay::on_kick() {
   pump(*flow_[tls_]);
   if (finished_) return;
   maybe_finish();
-  if (!finished_) update_interest();
+  if (finished_) return;
+  update_interest();
+  woken_ = true;
+  if (!release_.armed()) release_.arm(kReleaseAfter);
 }
 
 // Reads what `from` has (as room allows) and writes what is pending to `to`, a few rounds at most.
@@ -160,57 +184,78 @@ void TlsRelay::pump(Flow& flow) {
   for (int round = 0; round < kRoundsPerEvent; ++round) {
     bool progressed = false;
     if (flow.wants_read() && side_[flow.from]->fd() >= 0) {
-      flow.take_buffer(kBufferSize);
+      flow.take_buffer(flow.wanted);
       size_t before = flow.pending;
       if (!read(flow)) return;
       progressed = flow.pending > before;
     }
-    if (flow.pending > 0) {
+    if (flow.pending > 0 || unsent(flow)) {
       size_t before = flow.pending;
       if (!write(flow)) return;
       progressed = progressed || flow.pending < before;
     }
     if (flow.pending == 0) {
       flow.start = 0;
+      if (flow.capacity < flow.wanted) flow.drop_buffer();  // the large one comes next
+    }
+    if (flow.pending == 0 && !unsent(flow)) {
       if (flow.eof && !flow.shut) {
         pass_on_end(flow);
         if (finished_) return;
       }
     }
-    if (!progressed || flow.eof) break;
+    // A drained source would only answer EAGAIN now: the poller says when more comes.
+    if (!progressed || flow.eof || flow.drained) break;
   }
   if (flow.decrypts) {
     top_up(flow);
     if (finished_) return;
   }
-  // Empty: give the buffer back, so an idle direction holds none.
-  if (flow.pending == 0) flow.drop_buffer();
 }
 
-// One read from `from` into the buffer's room. False when the relay failed.
+// Fills the buffer's room from `from` as far as it has bytes now: one recv on the plain side (a
+// short one means the socket is empty), reads from the Stream until the room is full or it waits
+// for the socket. False when the relay failed.
 bool TlsRelay::read(Flow& flow) {
-  char* into = flow.buffer.get() + flow.start + flow.pending;
-  size_t room = flow.room();
+  flow.drained = false;
   if (!flow.decrypts) {
-    ssize_t n = ::recv(side_[flow.from]->fd(), into, room, 0);
+    size_t room = flow.room();
+    ssize_t n =
+        ::recv(side_[flow.from]->fd(), flow.buffer.get() + flow.start + flow.pending, room, 0);
     if (n > 0) {
       flow.pending += static_cast<size_t>(n);
+      flow.drained = static_cast<size_t>(n) < room;
+      if (flow.room() == 0) flow.grow_later();
     } else if (n == 0) {
       flow.eof = true;
-    } else if (errno != EAGAIN && errno != EINTR) {
+    } else if (errno == EAGAIN) {
+      flow.drained = true;
+    } else if (errno != EINTR) {
       fail(fmt::format("{} reading {}", std::strerror(errno), side_name(flow.from)));
       return false;
     }
     return true;
   }
-  tls::IoResult result = stream_->read(std::span<char>(into, room));
+  // Each read() takes the records one recv brought; when it stops with room left, the next
+  // recv may bring more (read-ahead reads the rest of a cut record exactly, then many at once),
+  // unless the last one emptied the socket.
+  tls::IoResult result;
+  do {
+    result =
+        stream_->read(std::span<char>(flow.buffer.get() + flow.start + flow.pending, flow.room()));
+    if (result.status == tls::IoStatus::ok) flow.pending += result.bytes;
+  } while (result.status == tls::IoStatus::ok && flow.room() > 0 && !stream_->socket_drained());
   switch (result.status) {
     case tls::IoStatus::ok:
-      flow.pending += result.bytes;
       flow.read_wait = kReadable;
+      if (flow.room() == 0)
+        flow.grow_later();
+      else
+        flow.drained = true;
       return true;
     case tls::IoStatus::want_read:
       flow.read_wait = kReadable;
+      flow.drained = true;
       return true;
     case tls::IoStatus::want_write:  // the Stream must send before it reads on (tls_stream.hpp)
       flow.read_wait = kWritable;
@@ -241,11 +286,14 @@ bool TlsRelay::write(Flow& flow) {
     written = static_cast<size_t>(n);
   } else {
     // After want_read/want_write this repeats the previous write: the same first byte, and at
-    // least as many bytes (reads only append).
-    tls::IoResult result = stream_->write(std::span<const char>(from, flow.pending));
+    // least as many bytes (reads only append). With nothing new, only what the socket did not
+    // take of earlier writes goes.
+    tls::IoResult result = flow.pending > 0
+                               ? stream_->write(std::span<const char>(from, flow.pending))
+                               : stream_->flush();
     switch (result.status) {
       case tls::IoStatus::ok:
-        flow.write_wait = kWritable;
+        flow.write_wait = kWritable;  // for what the socket did not take, if any
         written = result.bytes;
         break;
       case tls::IoStatus::want_write:
@@ -298,8 +346,9 @@ void TlsRelay::pass_on_end(Flow& flow) {
 // reported by no poller, and pump() may have stopped at its round limit with some left. These
 // reads come from the Stream's memory, not the socket.
 void TlsRelay::top_up(Flow& flow) {
-  while (flow.wants_read() && flow.read_wait == kReadable && stream_ && stream_->pending() > 0) {
-    flow.take_buffer(kBufferSize);
+  while (flow.wants_read() && flow.read_wait == kReadable && stream_ &&
+         stream_->has_buffered_input()) {
+    flow.take_buffer(flow.wanted);
     size_t before = flow.pending;
     if (!read(flow)) return;
     if (flow.pending == before) return;
@@ -309,7 +358,34 @@ void TlsRelay::top_up(Flow& flow) {
 bool TlsRelay::needs_kick() const {
   const Flow& flow = *flow_[tls_];
   return stream_ && side_[tls_]->fd() >= 0 && flow.wants_read() && flow.read_wait == kReadable &&
-         stream_->pending() > 0;
+         stream_->has_buffered_input();
+}
+
+bool TlsRelay::unsent(const Flow& flow) const {
+  return !flow.decrypts && stream_ && stream_->unsent() > 0;
+}
+
+bool TlsRelay::wants_write(const Flow& flow) const {
+  return flow.wants_write() || unsent(flow);
+}
+
+// A whole kReleaseAfter without a wake-up: what holds no bytes goes back, so that an idle
+// direction holds no buffer and an idle relay none at all, its Stream included. Not armed again
+// until the next wake-up: a stalled direction keeps its bytes without waking the loop.
+void TlsRelay::on_release() {
+  if (finished_) return;
+  if (woken_) {  // still busy: look again one period later (one timer, not one per wake-up)
+    woken_ = false;
+    release_.arm(kReleaseAfter);
+    return;
+  }
+  for (auto& flow : flow_) {
+    if (flow->pending > 0) continue;
+    flow->drop_buffer();
+    flow->wanted = kFirstBufferSize;  // a burst after a pause starts small again
+  }
+  if (stream_ && flow_[kVisitor]->pending == 0 && flow_[kService]->pending == 0)
+    stream_->release_buffers();
 }
 
 void TlsRelay::close_side(Side side) {
@@ -331,7 +407,7 @@ void TlsRelay::update_interest() {
     }
     uint32_t interest = 0;
     if (reading.wants_read()) interest |= reading.read_wait;
-    if (writing.wants_write()) interest |= writing.write_wait;
+    if (wants_write(writing)) interest |= writing.write_wait;
     channel.set_interest(interest);
     // A hung-up side with nothing asked of it leaves the poller until it has something to do
     // (Relay::update_interest explains why); one that has not hung up stays registered, so that a
@@ -350,6 +426,8 @@ void TlsRelay::maybe_finish() {
   if (!flow_[0]->shut || !flow_[1]->shut) return;
   finished_ = true;
   kick_.cancel();
+  release_.cancel();
+  for (auto& flow : flow_) flow->drop_buffer();  // both empty: every byte was delivered
   close_side(kVisitor);
   close_side(kService);
   loop_.defer([done = std::move(done_), ended = outcome(false, "closed")] { done(ended); });
@@ -358,6 +436,7 @@ void TlsRelay::maybe_finish() {
 void TlsRelay::fail(std::string reason) {
   finished_ = true;
   kick_.cancel();
+  release_.cancel();
   for (Side side : {kVisitor, kService}) {
     // A reset, not a FIN, and no close_notify: the peer must not take this for a clean end.
     if (side_[side]->fd() >= 0) set_linger_reset(side_[side]->fd());

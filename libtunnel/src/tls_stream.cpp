@@ -1,6 +1,7 @@
 // One TLS connection over a socket the Stream does not own: OpenSSL reads and writes it through a
 // small BIO of ours (recv/send with MSG_DONTWAIT and MSG_NOSIGNAL), which also keeps the first
-// bytes the peer sent, so that a refusal can say "plain text" instead of "wrong version number".
+// bytes the peer sent, so that a refusal can say "plain text" instead of "wrong version number",
+// and, in bulk mode, gathers the records of one write() into one send.
 #include "tunnel/tls_stream.hpp"
 
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 namespace tunnel::tls {
@@ -27,8 +29,17 @@ struct SocketState {
   bool eof = false;  // recv returned 0: the peer sent a FIN
   int error = 0;     // errno of the last failed recv/send, 0 if none (cleared before each call)
   uint64_t received = 0;
+  bool drained = false;          // the last recv found the socket empty, or emptied it
   std::array<char, 16> first{};  // the first bytes the peer sent
   size_t first_length = 0;
+  // Bulk mode: while `gather` is set (inside Stream::write) records are appended to `out` instead
+  // of sent one by one, and sent together at the end of the write. Whatever the socket did not
+  // take stays in `out`, and every later record goes after it, so that the order on the wire is
+  // the order OpenSSL wrote in.
+  bool gather = false;
+  std::unique_ptr<char[]> out;  // kGatherBytes, allocated on first use
+  size_t out_start = 0;
+  size_t out_length = 0;
 };
 
 }  // namespace detail
@@ -36,6 +47,19 @@ struct SocketState {
 namespace {
 
 using detail::SocketState;
+
+// The largest TLS 1.3 record on the wire: 5 bytes of header and up to 2^14 + 256 bytes of
+// ciphertext (RFC 8446, 5.2). A full record of ours is 16406 bytes (16384 + 1 + 16 + 5).
+constexpr size_t kMaxRecordBytes = 5 + 16 * 1024 + 256;
+// The most plaintext one record carries (RFC 8446, 5.1).
+constexpr size_t kMaxPlaintext = 16 * 1024;
+// What one bulk write() gathers before it must send: the records of 64 KiB of plaintext (the
+// relay's buffer), with room to spare for a KeyUpdate or an alert.
+constexpr size_t kGatherBytes = 4 * kMaxRecordBytes;
+// OpenSSL's read buffer while streaming, with read-ahead: one recv takes up to this much, several
+// records, which the following reads decrypt without a system call. Twice this was slower: the
+// buffer passed glibc's 128 KiB mmap threshold.
+constexpr size_t kReadAheadBytes = 4 * kMaxRecordBytes;
 
 int socket_read(BIO* bio, char* out, int length) {
   auto* socket = static_cast<SocketState*>(BIO_get_data(bio));
@@ -50,6 +74,8 @@ int socket_read(BIO* bio, char* out, int length) {
     std::memcpy(socket->first.data() + socket->first_length, out, keep);
     socket->first_length += keep;
     socket->received += static_cast<uint64_t>(n);
+    // Short: TCP gave all it had (with read-ahead OpenSSL asks for a whole buffer's worth).
+    socket->drained = n < length;
     return static_cast<int>(n);
   }
   if (n == 0) {
@@ -57,6 +83,7 @@ int socket_read(BIO* bio, char* out, int length) {
     return 0;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    socket->drained = true;
     BIO_set_retry_read(bio);
     return -1;
   }
@@ -64,21 +91,74 @@ int socket_read(BIO* bio, char* out, int length) {
   return -1;
 }
 
-int socket_write(BIO* bio, const char* data, int length) {
-  auto* socket = static_cast<SocketState*>(BIO_get_data(bio));
-  BIO_clear_retry_flags(bio);
-  if (length <= 0) return 0;
+// One send of the gathered bytes: 1 when all went, 0 when the socket took only part or none of
+// them, -1 on an error (socket.error).
+int send_gathered(SocketState& socket) {
+  if (socket.out_length == 0) return 1;
   ssize_t n;
   do {
-    n = ::send(socket->fd, data, static_cast<size_t>(length), MSG_DONTWAIT | MSG_NOSIGNAL);
+    n = ::send(socket.fd, socket.out.get() + socket.out_start, socket.out_length,
+               MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    socket.error = errno;
+    return -1;
+  }
+  socket.out_start += static_cast<size_t>(n);
+  socket.out_length -= static_cast<size_t>(n);
+  if (socket.out_length > 0) return 0;
+  socket.out_start = 0;
+  return 1;
+}
+
+int send_now(BIO* bio, SocketState& socket, const char* data, size_t length) {
+  ssize_t n;
+  do {
+    n = ::send(socket.fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n >= 0) return static_cast<int>(n);
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
     BIO_set_retry_write(bio);
     return -1;
   }
-  socket->error = errno;
+  socket.error = errno;
   return -1;
+}
+
+// Appends one record to the gathered bytes. When they leave no room, they are sent first; when
+// the socket does not take enough of them, OpenSSL is told to retry (it keeps the record).
+int gather_write(BIO* bio, SocketState& socket, const char* data, size_t length) {
+  if (!socket.out) {
+    socket.out = std::make_unique_for_overwrite<char[]>(kGatherBytes);
+    socket.out_start = 0;
+    socket.out_length = 0;
+  }
+  if (socket.out_start + socket.out_length + length > kGatherBytes) {
+    if (send_gathered(socket) < 0) return -1;
+    if (socket.out_start > 0) {
+      std::memmove(socket.out.get(), socket.out.get() + socket.out_start, socket.out_length);
+      socket.out_start = 0;
+    }
+    // Larger than the whole buffer (not a record of ours): nothing is before it now.
+    if (socket.out_length == 0 && length > kGatherBytes) return send_now(bio, socket, data, length);
+    if (socket.out_length + length > kGatherBytes) {
+      BIO_set_retry_write(bio);
+      return -1;
+    }
+  }
+  std::memcpy(socket.out.get() + socket.out_start + socket.out_length, data, length);
+  socket.out_length += length;
+  return static_cast<int>(length);
+}
+
+int socket_write(BIO* bio, const char* data, int length) {
+  auto* socket = static_cast<SocketState*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  if (length <= 0) return 0;
+  if (socket->gather || socket->out_length > 0)
+    return gather_write(bio, *socket, data, static_cast<size_t>(length));
+  return send_now(bio, *socket, data, static_cast<size_t>(length));
 }
 
 long socket_ctrl(BIO* bio, int command, long, void* argument) {
@@ -236,7 +316,10 @@ HandshakeStep Stream::handshake() {
   int error = SSL_get_error(ssl_, result);
   // A peer that is not speaking TLS is known from its first byte, whatever OpenSSL waits for.
   bool plain = socket_->first_length > 0 && !is_tls_record_start(socket_->first[0]);
-  if (!plain && error == SSL_ERROR_WANT_READ) return {Progress::want_read, Failure::protocol, {}};
+  if (!plain && error == SSL_ERROR_WANT_READ) {
+    input_stalled_ = true;
+    return {Progress::want_read, Failure::protocol, {}};
+  }
   if (!plain && error == SSL_ERROR_WANT_WRITE) return {Progress::want_write, Failure::protocol, {}};
   return finish_failed_handshake(error, take_error());
 }
@@ -400,16 +483,47 @@ IoResult Stream::not_usable(std::string_view doing) const {
 }
 
 IoResult Stream::read(std::span<char> out) {
+  if (deferred_end_) {
+    IoResult end = std::move(*deferred_end_);
+    deferred_end_.reset();
+    return end;
+  }
   if (state_ != State::established) return not_usable("reading");
   if (out.empty()) return {IoStatus::ok, 0, Failure::protocol, {}};
-  ERR_clear_error();
-  socket_->error = 0;
-  size_t n = 0;
-  int result = SSL_read_ex(ssl_, out.data(), out.size(), &n);
-  if (result == 1) return {IoStatus::ok, n, Failure::protocol, {}};
-  int error = SSL_get_error(ssl_, result);
-  switch (error) {
+  // SSL_read_ex gives one record at most: go on while the next one is already here, so that one
+  // call takes what one recv brought (several records with read-ahead), and stop before waiting.
+  size_t total = 0;
+  for (;;) {
+    // The read buffer OpenSSL had when bytes began to stream holds one record; once empty it is
+    // freed, and the next one has the read-ahead size.
+    if (resize_read_buffer_ && pending() == 0 && SSL_has_pending(ssl_) == 0 &&
+        SSL_free_buffers(ssl_) == 1)
+      resize_read_buffer_ = false;
+    ERR_clear_error();
+    socket_->error = 0;
+    size_t n = 0;
+    int result = SSL_read_ex(ssl_, out.data() + total, out.size() - total, &n);
+    if (result == 1) {
+      input_stalled_ = false;
+      total += n;
+      if (bulk_ && n >= kMaxPlaintext) start_streaming();  // full records: the peer sends a lot
+      if (total == out.size() || !has_buffered_input()) break;
+      continue;
+    }
+    IoResult end = read_end(SSL_get_error(ssl_, result));
+    if (total == 0) return end;
+    // The bytes first; an end comes with the next call, a wait is for the caller to find.
+    if (end.status != IoStatus::want_read && end.status != IoStatus::want_write)
+      deferred_end_ = std::move(end);
+    break;
+  }
+  return {IoStatus::ok, total, Failure::protocol, {}};
+}
+
+IoResult Stream::read_end(int ssl_error) {
+  switch (ssl_error) {
     case SSL_ERROR_WANT_READ:
+      input_stalled_ = true;
       return {IoStatus::want_read, 0, Failure::protocol, {}};
     case SSL_ERROR_WANT_WRITE:
       return {IoStatus::want_write, 0, Failure::protocol, {}};
@@ -417,7 +531,7 @@ IoResult Stream::read(std::span<char> out) {
       ERR_clear_error();
       return {IoStatus::eof, 0, Failure::protocol, "the peer closed its side (close_notify)"};
     default:
-      return io_failure(error, "reading");
+      return io_failure(ssl_error, "reading");
   }
 }
 
@@ -426,25 +540,81 @@ IoResult Stream::write(std::span<const char> data) {
   if (shutdown_sent_)
     return {IoStatus::error, 0, Failure::protocol, "writing after shutdown_write"};
   if (data.empty()) return {IoStatus::ok, 0, Failure::protocol, {}};
+  if (bulk_) {
+    // Earlier records first: nothing new is taken while the socket holds them back.
+    if (IoResult sent = flush(); sent.status != IoStatus::ok) return sent;
+    if (data.size() > kMaxPlaintext) return write_gathered(data);
+  }
   ERR_clear_error();
   socket_->error = 0;
   size_t n = 0;
   int result = SSL_write_ex(ssl_, data.data(), data.size(), &n);
   if (result == 1) return {IoStatus::ok, n, Failure::protocol, {}};
-  int error = SSL_get_error(ssl_, result);
-  switch (error) {
+  return write_end(SSL_get_error(ssl_, result));
+}
+
+IoResult Stream::write_end(int ssl_error) {
+  switch (ssl_error) {
     case SSL_ERROR_WANT_READ:
       return {IoStatus::want_read, 0, Failure::protocol, {}};
     case SSL_ERROR_WANT_WRITE:
       return {IoStatus::want_write, 0, Failure::protocol, {}};
     default:
-      return io_failure(error, "writing");
+      return io_failure(ssl_error, "writing");
   }
+}
+
+// Bulk mode, more than one record's worth: every record of `data` into the gather buffer (with
+// partial writes on, SSL_write_ex makes one record per call), then one send for all of them,
+// with nothing unsent before them. Only the records OpenSSL finished count as written: one it
+// kept after a retry is written again by the repeated call, which starts where the count ends
+// (tls_stream.hpp).
+IoResult Stream::write_gathered(std::span<const char> data) {
+  start_streaming();
+  size_t total = 0;
+  std::optional<IoResult> end;
+  socket_->gather = true;
+  while (total < data.size()) {
+    ERR_clear_error();
+    socket_->error = 0;
+    size_t n = 0;
+    int result = SSL_write_ex(ssl_, data.data() + total, data.size() - total, &n);
+    if (result != 1) {
+      end = write_end(SSL_get_error(ssl_, result));
+      break;
+    }
+    total += n;
+  }
+  socket_->gather = false;
+  if (end && end->status != IoStatus::want_read && end->status != IoStatus::want_write)
+    return std::move(*end);  // failed: the stream is done, gathered or not
+  if (IoResult sent = flush(); sent.status != IoStatus::ok && sent.status != IoStatus::want_write)
+    return sent;
+  if (total > 0) return {IoStatus::ok, total, Failure::protocol, {}};
+  return std::move(*end);
+}
+
+IoResult Stream::flush() {
+  if (socket_->out_length == 0) return {IoStatus::ok, 0, Failure::protocol, {}};
+  socket_->error = 0;
+  int sent = send_gathered(*socket_);
+  if (sent < 0) {
+    ERR_clear_error();
+    return io_failure(SSL_ERROR_SYSCALL, "writing");
+  }
+  if (sent == 0) return {IoStatus::want_write, 0, Failure::protocol, {}};
+  return {IoStatus::ok, 0, Failure::protocol, {}};
+}
+
+size_t Stream::unsent() const {
+  return socket_->out_length;
 }
 
 IoResult Stream::shutdown_write() {
   if (write_shut_) return {IoStatus::ok, 0, Failure::protocol, {}};
   if (state_ != State::established) return not_usable("shutting down");
+  // close_notify goes after every record written before it.
+  if (IoResult sent = flush(); sent.status != IoStatus::ok) return sent;
   // The first SSL_shutdown queues close_notify and sends it; it is called again only to flush an
   // alert the socket did not take (want_write): a further call would wait for the peer's
   // close_notify, reading and dropping its data.
@@ -466,6 +636,51 @@ IoResult Stream::shutdown_write() {
 size_t Stream::pending() const {
   int n = SSL_pending(ssl_);
   return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+bool Stream::has_buffered_input() const {
+  // SSL_has_pending also counts a partial record, which waits for the socket: after a read that
+  // wanted more, only decrypted bytes count.
+  return pending() > 0 || (!input_stalled_ && SSL_has_pending(ssl_) == 1) ||
+         deferred_end_.has_value();
+}
+
+void Stream::enable_bulk() {
+  if (bulk_ || state_ != State::established) return;
+  bulk_ = true;
+  // One recv per record or more, not one for its header and one for the rest; the buffer stays
+  // OpenSSL's default (one record) until bytes stream.
+  SSL_set_read_ahead(ssl_, 1);
+}
+
+bool Stream::socket_drained() const {
+  return socket_->drained && !has_buffered_input();
+}
+
+// Bytes stream through a bulk Stream: OpenSSL reads ahead into a buffer of several records and
+// keeps its buffers between calls (no allocation per record) until release_buffers(). Not before:
+// a connection that carries a line now and then would take and free the large buffers each time.
+void Stream::start_streaming() {
+  if (streaming_) return;
+  streaming_ = true;
+  resize_read_buffer_ = true;
+  // Used from the next allocation of the read buffer (read() frees the present one once empty).
+  SSL_set_default_read_buffer_len(ssl_, kReadAheadBytes);
+  SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+}
+
+bool Stream::release_buffers() {
+  if (socket_->out_length > 0 || pending() > 0 || SSL_has_pending(ssl_) == 1) return false;
+  socket_->out.reset();
+  if (SSL_free_buffers(ssl_) != 1) return false;
+  resize_read_buffer_ = false;
+  if (streaming_) {
+    // Back to a buffer of one record, each buffer freed as soon as it is empty.
+    streaming_ = false;
+    SSL_set_default_read_buffer_len(ssl_, 0);
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+  }
+  return true;
 }
 
 bool Stream::resumed() const {

@@ -1,14 +1,20 @@
 // tls::Stream over real loopback TCP, both ends in this thread: handshakes that succeed (CA, IP
 // address, pin, mTLS, resumption) and each refusal with its reason (pin, name, expiry, chain,
 // plain text both ways, no client certificate), then the I/O contract: 1 MiB both ways with
-// partial writes, half-close, reset versus eof versus truncation, pending(), the exporter.
+// partial writes, half-close, reset versus eof versus truncation, pending(), the exporter; bulk
+// mode: records gathered into one send and flushed later, reads of every record one recv brought.
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tls_test_support.hpp"
 #include "tunnel/socket.hpp"
@@ -588,4 +594,108 @@ TEST_CASE("tls stream: no descriptor is left open by streams and contexts") {
     CHECK_THROWS(ServerContext::load(pki.dir.file("missing"), pki.server.key));
   }
   CHECK(open_fds() == before);
+}
+
+TEST_CASE(
+    "tls stream: bulk writes keep what the socket refuses, sent in order before close_notify") {
+  Pki pki;
+  auto server = pki.server_context();
+  auto client = pki.client_by_ca();
+  Pair pair = connected(client, server);
+  pair.server->enable_bulk();
+  // The socket takes a few KiB at a time: a write of 64 KiB (four records, one send) stops
+  // part-way, and the rest of its records stays in the stream.
+  int small = 4 * 1024;
+  ::setsockopt(pair.server->fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  ::setsockopt(pair.client->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const std::string out = random_text(1024 * 1024 + 5, 31);
+  std::string in;
+  size_t sent = 0, unsent_seen = 0, refused_while_unsent = 0;
+  bool closed = false;
+  tunnel::tls::IoResult last;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (last.status != IoStatus::eof && std::chrono::steady_clock::now() < deadline) {
+    if (sent < out.size()) {
+      size_t unsent_before = pair.server->unsent();
+      auto result = pair.server->write(
+          std::span<const char>(out).subspan(sent, std::min<size_t>(64 * 1024, out.size() - sent)));
+      if (result.status == IoStatus::ok) {
+        // Taken only once the earlier records went (the write sends them first).
+        CHECK(pair.server->unsent() <= 64 * 1024 + 4 * 22 + 1024);
+        sent += result.bytes;
+        if (pair.server->unsent() > 0) ++unsent_seen;
+      } else {
+        REQUIRE(result.status == IoStatus::want_write);
+        if (unsent_before > 0) ++refused_while_unsent;
+      }
+    } else if (!closed) {
+      auto result = pair.server->shutdown_write();  // flushes the unsent records first
+      if (result.status == IoStatus::ok) {
+        CHECK(pair.server->unsent() == 0);
+        closed = true;
+      } else {
+        REQUIRE(result.status == IoStatus::want_write);
+      }
+    }
+    char bite[3000];
+    last = pair.client->read(bite);
+    if (last.status == IoStatus::ok) {
+      in.append(bite, last.bytes);
+    } else if (last.status != IoStatus::eof) {
+      REQUIRE(last.status == IoStatus::want_read);
+    }
+    pollfd fds[2] = {{pair.client->fd(), POLLIN, 0}, {pair.server->fd(), POLLOUT, 0}};
+    ::poll(fds, 2, 5);
+  }
+  CHECK(last.status == IoStatus::eof);
+  CHECK(in.size() == out.size());
+  CHECK(in == out);
+  CHECK(unsent_seen > 0);
+  CHECK(refused_while_unsent > 0);
+  CHECK(pair.server->release_buffers());
+}
+
+TEST_CASE("tls stream: bulk reads take every record one recv brought, then the end after them") {
+  Pki pki;
+  auto server = pki.server_context();
+  auto client = pki.client_by_ca();
+  Pair pair = connected(client, server);
+  pair.client->enable_bulk();
+  // Four full records (the first makes the client read ahead by four), some small ones, then
+  // close_notify, all in the client's socket before it reads.
+  std::string full = random_text(4 * 16384, 32);
+  write_all(*pair.server, full);
+  std::string tail;
+  for (int i = 0; i < 5; ++i) {
+    std::string piece = random_text(100 + i, 33 + i);
+    write_all(*pair.server, piece);
+    tail += piece;
+  }
+  REQUIRE(pair.server->shutdown_write().status == IoStatus::ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
+  std::vector<char> buffer(256 * 1024);
+  std::string in;
+  tunnel::tls::IoResult first;
+  do {  // the session ticket may come alone first
+    first = pair.client->read(buffer);
+  } while (first.status == IoStatus::want_read && wait_ready(pair.client->fd(), POLLIN, 1000));
+  REQUIRE(first.status == IoStatus::ok);
+  in.append(buffer.data(), first.bytes);
+  // A buffer of one record until a full one came (with what followed it in the same recv)...
+  CHECK(first.bytes >= 16384);
+  CHECK(first.bytes < full.size());
+  auto second = pair.client->read(buffer);
+  REQUIRE(second.status == IoStatus::ok);
+  in.append(buffer.data(), second.bytes);
+  // ...then one recv took the rest and close_notify, and one read() returns every byte of it.
+  CHECK(second.bytes == full.size() + tail.size() - first.bytes);
+  CHECK(in == full + tail);
+  int queued = -1;
+  REQUIRE(::ioctl(pair.client->fd(), FIONREAD, &queued) == 0);
+  CHECK(queued == 0);                        // the socket holds nothing more: only the FIN
+  CHECK(pair.client->has_buffered_input());  // but the stream holds the end
+  auto end = pair.client->read(buffer);
+  CHECK(end.status == IoStatus::eof);
+  CHECK(pair.client->release_buffers());
 }

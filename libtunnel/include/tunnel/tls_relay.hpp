@@ -16,6 +16,7 @@
 //                              -> the TLS socket is reset (SO_LINGER 0), no close_notify
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -39,14 +40,19 @@ class TlsRelay {
  public:
   using Done = std::function<void(const RelayOutcome&)>;
 
-  // One buffer per direction, of this many bytes, held only while that direction has bytes in
-  // flight. 16 KiB is the most plaintext one TLS record carries (RFC 8446, 5.1): toward the TLS
-  // side each SSL_write of a full buffer makes one full record (the least overhead and one send
-  // per record), and from it each SSL_read can take a whole record, so a record is split between
-  // the buffer and the Stream only when the buffer was partly full. Larger would only make more
-  // records per call; smaller would make short records, or leave most of each record waiting
-  // inside the Stream. It is also a quarter of the plain relay's 64 KiB buffer.
-  static constexpr size_t kBufferSize = 16 * 1024;
+  // One buffer per direction, held only while that direction moves bytes (until kReleaseAfter
+  // passes without a wake-up). The first holds one TLS record of plaintext (16 KiB, RFC 8446, 5.1):
+  // enough for a request or a response. Once a read fills it, the direction streams, and the
+  // next is kBufferSize, four full records, as much as the plain relay's buffer: toward the TLS
+  // side one recv fills it and one write makes four full records, sent with one send (the
+  // Stream's bulk mode); from it one recv brings about four records, decrypted into it and sent
+  // on with one send. System calls, not the cipher, were most of the cost with one record per
+  // recv and per send (bench/RESULTS-tls.md).
+  static constexpr size_t kFirstBufferSize = 16 * 1024;
+  static constexpr size_t kBufferSize = 64 * 1024;
+  // Buffers (the relay's and its Stream's) are given back after a whole period this long without
+  // a wake-up: between one and two periods after the last one.
+  static constexpr Clock::duration kReleaseAfter = std::chrono::milliseconds(50);
 
   // `visitor_side` and `service_side` are connected, non-blocking sockets; the one named by
   // `tls_side` is `stream`'s socket (stream->fd()), its handshake done. The relay owns both
@@ -65,7 +71,8 @@ class TlsRelay {
   // Plaintext bytes delivered so far each way.
   uint64_t bytes_to_service() const;
   uint64_t bytes_to_visitor() const;
-  // Buffers held now (0, 1 or 2): 0 for an idle relay.
+  // The relay's buffers held now (0, 1 or 2): 0 once idle for 2 x kReleaseAfter (the Stream's
+  // are given back at the same time).
   size_t buffers_held() const;
 
  private:
@@ -79,6 +86,9 @@ class TlsRelay {
   void pass_on_end(Flow& flow);
   void top_up(Flow& flow);
   bool needs_kick() const;
+  bool unsent(const Flow& flow) const;
+  bool wants_write(const Flow& flow) const;
+  void on_release();
   void update_interest();
   void close_side(Side side);
   void fail(std::string reason);
@@ -95,6 +105,9 @@ class TlsRelay {
   // Runs the flow out of the TLS side from the loop when the Stream holds decrypted bytes and the
   // buffer has room: no poller reports those bytes.
   Timer kick_;
+  // Gives back the buffers of what is idle once kReleaseAfter passed without a wake-up.
+  Timer release_;
+  bool woken_ = false;  // since release_ was armed
   Done done_;
   bool finished_ = false;
 };

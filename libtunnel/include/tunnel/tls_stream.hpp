@@ -9,14 +9,21 @@
 //
 // What an owner of a TLS socket must know (the relay, the line connections):
 // - Readiness is not enough. read() may leave decrypted bytes inside the Stream (a record is up to
-//   16 KiB; a smaller buffer takes part of it): pending() counts them, and the socket will not
-//   become readable again for them. Whoever stops reading before want_read (a full buffer) must
-//   call read() again when it has room, without waiting for the poller.
+//   16 KiB; a smaller buffer takes part of it), and in bulk mode whole records read ahead:
+//   has_buffered_input() says so, and the socket will not become readable again for them.
+//   Whoever stops reading before want_read (a full buffer) must call read() again when it has
+//   room, without waiting for the poller.
 // - read() and write() each may want the other direction (IoStatus::want_write from a read,
 //   want_read from a write): wait for that, then repeat the same call.
 // - After write() returned want_write or want_read, repeat it with the same bytes: the same start,
 //   at least as many bytes (the buffer may have moved: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
 //   Partial writes are on (SSL_MODE_ENABLE_PARTIAL_WRITE): ok may report fewer bytes than given.
+// - Bulk mode (enable_bulk(), for a relay): reads ahead (a record and what follows it in one
+//   recv), and one write() of several records sends them all with one send; once bytes stream (a
+//   write of several records, or a full record read), one recv reads up to four records and
+//   OpenSSL keeps its buffers until release_buffers().
+//   What the socket did not take of a write stays in the Stream (unsent()): the owner waits for
+//   writability and calls flush() (or write() again, which flushes first) until none is left.
 // - Half-close: shutdown_write() sends close_notify (then a TCP FIN); the peer's read() says eof
 //   and it may go on writing, which this end goes on reading (TLS 1.3 allows it). Call it only
 //   when no write is unfinished.
@@ -106,6 +113,8 @@ class Stream {
   bool established() const { return state_ == State::established; }
 
   // Only once established. See the top of this file for what each status asks of the caller.
+  // read() takes as many records as are already here, up to out.size() (SSL_read_ex takes one
+  // at a time); an end met after some bytes is returned by the next call.
   IoResult read(std::span<char> out);
   IoResult write(std::span<const char> data);
   // Sends close_notify and then shuts the socket down for writing. want_write: call again when
@@ -115,6 +124,24 @@ class Stream {
 
   // Decrypted bytes waiting inside the Stream, which no poller will report (top of this file).
   size_t pending() const;
+  // Whether the next read() can take bytes without the socket: decrypted ones, or whole records
+  // read ahead (bulk mode), or an end found after the last bytes returned.
+  bool has_buffered_input() const;
+
+  // Bulk mode, for a relay (top of this file); only once established, and for good. The gather
+  // and read-ahead buffers hold up to 4 full records each.
+  void enable_bulk();
+  // Bulk mode: the last recv emptied the socket and nothing waits inside the Stream, so another
+  // read() now would only find want_read.
+  bool socket_drained() const;
+  // Bytes of records already written that the socket has not taken yet (bulk mode).
+  size_t unsent() const;
+  // Sends what unsent() counts: ok (`bytes` 0) when nothing is left, want_write when some is.
+  IoResult flush();
+  // Frees OpenSSL's record buffers and the gather buffer when they hold nothing (while bytes
+  // stream, bulk mode keeps them between calls), and goes back to reading one record at a time.
+  // True if nothing is held afterwards.
+  bool release_buffers();
 
   bool resumed() const;
   // RFC 9266 tls-exporter: 32 bytes both ends compute alike, unique to this connection. Nothing
@@ -145,6 +172,10 @@ class Stream {
   HandshakeStep finish_failed_handshake(int ssl_error, unsigned long error_code);
   bool peeked_plain_text();
   IoResult io_failure(int ssl_error, std::string_view doing);
+  IoResult read_end(int ssl_error);
+  IoResult write_end(int ssl_error);
+  IoResult write_gathered(std::span<const char> data);
+  void start_streaming();
   IoResult not_usable(std::string_view doing) const;
   std::pair<Failure, std::string> classify(int ssl_error, unsigned long error_code) const;
   // The peer's first bytes and what else waits in the socket, as far as it goes (not consumed).
@@ -159,7 +190,12 @@ class Stream {
   State state_ = State::handshaking;
   Failure failure_ = Failure::protocol;
   bool write_shut_ = false;
-  bool shutdown_sent_ = false;  // close_notify queued, TCP FIN maybe not yet
+  bool bulk_ = false;
+  bool streaming_ = false;  // bulk mode, and bytes stream: a large read-ahead, buffers kept
+  bool resize_read_buffer_ = false;  // streaming, and OpenSSL's read buffer may be the small one
+  bool input_stalled_ = false;       // the last read (or handshake step) waited for the socket
+  std::optional<IoResult> deferred_end_;  // met by read() after bytes it returned first
+  bool shutdown_sent_ = false;            // close_notify queued, TCP FIN maybe not yet
   std::string failure_detail_;
   // The server's key as seen by a verification that failed (set by ClientContext's callbacks).
   std::optional<Pin> refused_key_;
