@@ -234,6 +234,29 @@ std::string bare_host(std::string name) {
   return name;
 }
 
+// A ticket that resumed a session is used as it is, with no new ticket after the handshake: the
+// client keeps offering the ticket it has (OpenSSL accepts a stateless ticket again) until its
+// lifetime is over, when a full handshake brings a new one. Each resumed data connection then
+// costs no ticket made and sent by the server, and none read and copied by the client. OpenSSL
+// 3.0 asks to renew every TLS 1.3 ticket (SSL_TICKET_SUCCESS_RENEW); nothing here needs it: the
+// key that seals tickets is this context's own, drawn at random, for its whole life.
+SSL_TICKET_RETURN keep_ticket(SSL* ssl, SSL_SESSION*, const unsigned char*, size_t,
+                              SSL_TICKET_STATUS status, void*) {
+  switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+      // The return value alone does not stop a TLS 1.3 renewal; no ticket to send does (this
+      // runs while the ClientHello is read, before the server decides how many to send).
+      SSL_set_num_tickets(ssl, 0);
+      return SSL_TICKET_RETURN_USE;
+    case SSL_TICKET_FATAL_ERR_MALLOC:
+    case SSL_TICKET_FATAL_ERR_OTHER:
+      return SSL_TICKET_RETURN_ABORT;
+    default:  // none, empty or not ours: a full handshake, and a ticket after it
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+  }
+}
+
 // The Stream that owns the SSL being verified (a store context's SSL, the SSL's app data).
 Stream* stream_of(X509_STORE_CTX* store) {
   auto* ssl =
@@ -291,6 +314,7 @@ ServerContext ServerContext::load(const std::string& cert_file, const std::strin
   // per handshake is enough for a client that keeps only its last one.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_session_ticket_cb(ctx, nullptr, keep_ticket, nullptr);
   SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
   // The server's order decides (its CPU pays for half the work), except that a client which puts
   // ChaCha20 first gets it: that client has no AES instructions, and AES would cost it far more.

@@ -349,6 +349,35 @@ TEST_CASE("tls stream: a data connection resumes the session, and the counts say
   CHECK(client.counts().full == 2);
 }
 
+TEST_CASE("tls stream: a full handshake brings a ticket, a resumed one none, and it lasts") {
+  // The server renews no ticket after a resumption: nothing to make, send, read and copy for each
+  // data connection. The client resumes again and again with the ticket it has.
+  Pki pki;
+  auto server = pki.server_context();
+  auto client = pki.client_by_ca();
+  auto queued = [](const Stream& stream) {
+    int bytes = -1;
+    REQUIRE(::ioctl(stream.fd(), FIONREAD, &bytes) == 0);
+    return bytes;
+  };
+  Pair control = connected(client, server);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(queued(*control.client) > 0);  // the ticket, after the handshake
+  write_all(*control.server, "OK\n");
+  REQUIRE(read_some(*control.client, 3).bytes == "OK\n");
+  REQUIRE(client.has_session());
+  for (int i = 0; i < 3; ++i) {
+    Pair data = connected(client, server);
+    CHECK(data.client->resumed());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(queued(*data.client) == 0);  // no ticket
+    write_all(*data.server, "x");
+    CHECK(read_some(*data.client, 1).bytes == "x");
+  }
+  CHECK(client.counts().full == 1);
+  CHECK(client.counts().resumed == 3);
+}
+
 TEST_CASE("tls stream: a connection ended without close_notify does not spoil the kept ticket") {
   // OpenSSL marks a connection's session not resumable when the connection is freed without
   // having sent close_notify; the ticket the context keeps must not be that very object, or one
@@ -368,7 +397,7 @@ TEST_CASE("tls stream: a connection ended without close_notify does not spoil th
     Pair data = connected(client, server);
     CHECK(data.client->resumed());
     write_all(*data.server, "x");
-    read_some(*data.client, 1);  // a newer ticket arrives with it
+    read_some(*data.client, 1);
     // Ended without close_notify too, after resuming with the kept ticket.
   }
   for (int i = 0; i < 3; ++i) {
