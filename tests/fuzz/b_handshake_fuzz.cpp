@@ -272,15 +272,18 @@ void check_first_answer(bool with_token, std::string_view line,
     const auto& first = answers.front();
     bool offers_auth = false;
     bool offers_services = false;
+    bool offers_pool = false;
     for (const auto& feature : control->features) {
       offers_auth |= feature == auth::kFeature;
       offers_services |= feature == proto::kServicesFeature;
+      offers_pool |= feature == proto::kPoolFeature;
     }
     if (!with_token) {
-      // The OK lists exactly what both sides speak: without a token, services if offered.
-      const std::vector<std::string> expected =
-          offers_services ? std::vector<std::string>{std::string(proto::kServicesFeature)}
-                          : std::vector<std::string>{};
+      // The OK lists exactly what both sides speak: without a token, services and pool if offered
+      // (the harness's servers keep the default --pool-max, so they grant a pool).
+      std::vector<std::string> expected;
+      if (offers_services) expected.emplace_back(proto::kServicesFeature);
+      if (offers_pool) expected.emplace_back(proto::kPoolFeature);
       CHECK(first.verb == proto::Verb::ok && first.features == expected);
     } else if (offers_auth) {
       CHECK(first.verb == proto::Verb::auth_challenge);
