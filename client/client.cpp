@@ -27,7 +27,7 @@ Client::Client(EventLoop& loop, const ClientConfig& config, SocketAddresses serv
                      pool_.clear();
                      links_.on_session_lost();
                    }}),
-      links_(loop, control_, server_, catalog_, config.dial_timeout, config.tls, config.tls_resume,
+      links_(loop, control_, server_, catalog_, config.dial_timeout, config.tls,
              LinkTable::Events{[this](FailReason reason, std::optional<size_t> service) {
                                  auto r = static_cast<size_t>(reason);
                                  ++counters_.failed[r];

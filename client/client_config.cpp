@@ -140,6 +140,7 @@ int load_tls(ClientConfig& config) {
   options.cert_file = resolved(config.tls_cert_file);
   options.key_file = resolved(config.tls_key_file);
   options.server_name = config.server.host;
+  options.resume = config.tls_resume;
   try {
     config.tls = std::make_shared<tls::ClientContext>(tls::ClientContext::load(options));
   } catch (const std::exception& e) {

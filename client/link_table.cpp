@@ -80,11 +80,10 @@ struct LinkTable::Link {
 
 LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
                      const ServiceCatalog& services, Duration dial_timeout,
-                     std::shared_ptr<tls::ClientContext> tls, bool tls_resume, Events events)
+                     std::shared_ptr<tls::ClientContext> tls, Events events)
     : loop_(loop),
       control_(control),
       tls_(std::move(tls)),
-      tls_resume_(tls_resume),
       server_(server),
       services_(services),
       dial_timeout_(dial_timeout),
@@ -174,8 +173,8 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
   Link& link = *it->second;
   if (error) return fail(link, FailReason::data_connect_failed);
   if (!tls_) return on_server_ready(link, StreamSocket{std::move(fd), nullptr, {}});
-  // Resumes the session of the control connection (a ticket), so no full handshake each time.
-  if (!tls_resume_) tls_->forget_session();
+  // Resumes the session of the control connection (a ticket), so no full handshake each time
+  // (unless --tls-resume false, which the context applies).
   auto stream = tls_->new_stream(fd.get());
   link.server_tls = std::make_unique<tls::Handshake>(
       loop_, std::move(fd), std::move(stream), dial_timeout_,

@@ -48,11 +48,10 @@ class LinkTable {
   };
 
   // `server` and `services` (each service's target) must outlive the table.
-  // `tls` null: plain TCP to port B. `tls_resume` false: every data connection does a full
-  // handshake (to measure what resumption saves).
+  // `tls` null: plain TCP to port B.
   LinkTable(EventLoop& loop, ControlLink& control, std::span<const SocketAddress> server,
             const ServiceCatalog& services, Duration dial_timeout,
-            std::shared_ptr<tls::ClientContext> tls, bool tls_resume, Events events);
+            std::shared_ptr<tls::ClientContext> tls, Events events);
   ~LinkTable();
 
   // NEW <id> for the service at `service` in the catalog: its target is dialed. An id already
@@ -103,7 +102,6 @@ class LinkTable {
   EventLoop& loop_;
   ControlLink& control_;
   std::shared_ptr<tls::ClientContext> tls_;
-  bool tls_resume_;
   std::span<const SocketAddress> server_;
   const ServiceCatalog& services_;
   Duration dial_timeout_;

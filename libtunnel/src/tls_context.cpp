@@ -364,6 +364,7 @@ struct ClientContext::State {
   std::optional<Pin> pin;
   std::string server_name;
   bool name_is_ip = false;
+  bool resume = true;
   SSL_SESSION* session = nullptr;  // the last ticket received, one reference held
   HandshakeCounts counts;
 };
@@ -392,6 +393,7 @@ ClientContext ClientContext::load(const ClientTlsOptions& options) {
   state->pin = options.pin;
   state->server_name = name;
   state->name_is_ip = is_ip_literal(name);
+  state->resume = options.resume;
   if (!options.cert_file.empty())
     use_identity(ctx, options.cert_file, options.key_file, state->warnings);
 
@@ -431,7 +433,7 @@ std::unique_ptr<Stream> ClientContext::new_stream(int fd) {
     SSL_set_tlsext_host_name(ssl, state_->server_name.c_str());
   // Each connection gets its own copy of the kept ticket: OpenSSL marks the session of a
   // connection freed without close_notify not resumable, and that must not reach the one we keep.
-  if (state_->session && SSL_SESSION_is_resumable(state_->session)) {
+  if (state_->resume && state_->session && SSL_SESSION_is_resumable(state_->session)) {
     SSL_SESSION* offered = SSL_SESSION_dup(state_->session);
     if (offered) {
       SSL_set_session(ssl, offered);  // takes its own reference

@@ -281,6 +281,24 @@ TEST_CASE("pool: over TLS with a token, handed visitors are byte-exact and resum
   CHECK(metric(client_metrics, "tunnel_tls_handshakes_total{kind=\"full\"}") == 1);
 }
 
+TEST_CASE("pool: with --tls-resume false every pooled connection does a full handshake") {
+  TokenDir dir;
+  const GenCert certs = gen_cert(dir.path() + "/tls");
+  EchoTarget echo;
+  Server server(joined({"--tls-cert", certs.cert(), "--tls-key", certs.key()}, kMetrics));
+  Client client(
+      server.port_b(), echo.address(),
+      joined({"--tls", "--tls-pin", certs.pin, "--tls-resume", "false", "--pool", "3"}, kMetrics));
+  wait_session(server, client);
+  const uint16_t client_metrics = listening_port(client.process(), "metrics");
+  wait_parked(client_metrics, 3);
+  for (int i = 0; i < 3; ++i) echo_round_trip(server.port_a(), make_payload(40 + i, 20000));
+  CHECK(metric(client_metrics, "tunnel_pool_handoffs_total") == 3);
+  // The control connection and the three first pooled ones at least, none resumed.
+  CHECK(metric(client_metrics, "tunnel_tls_handshakes_total{kind=\"resumed\"}") == 0);
+  CHECK(metric(client_metrics, "tunnel_tls_handshakes_total{kind=\"full\"}") >= 4);
+}
+
 TEST_CASE("pool: a target slow to connect while the visitor uploads 1 MiB: every byte, once") {
   LateEcho target(Millis(1200));
   Server server;

@@ -51,7 +51,7 @@ struct Harness {
   std::vector<tunnel::RelayOutcome> relays_ended;
   std::vector<std::optional<size_t>> ended_services;
   ServiceCatalog services = one_service(target.addresses());
-  LinkTable table{manual.loop, control, server.addresses(), services, 5s, nullptr, true, events()};
+  LinkTable table{manual.loop, control, server.addresses(), services, 5s, nullptr, events()};
 
   LinkTable::Events events() {
     return {[this](FailReason r, std::optional<size_t> service) {
@@ -82,7 +82,7 @@ struct Harness {
   // A second table on the same loop and recorders, dialing other addresses (refusing ones).
   std::unique_ptr<LinkTable> table_with(std::span<const tunnel::SocketAddress> server_at,
                                         const ServiceCatalog& targets) {
-    return std::make_unique<LinkTable>(manual.loop, control, server_at, targets, 5s, nullptr, true,
+    return std::make_unique<LinkTable>(manual.loop, control, server_at, targets, 5s, nullptr,
                                        events());
   }
 

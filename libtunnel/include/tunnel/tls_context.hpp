@@ -70,6 +70,9 @@ struct ClientTlsOptions {
   // The host part of --server: sent as SNI when it is a DNS name (RFC 6066 forbids IP literals
   // there), and checked against the certificate's names (DNS) or addresses (IP) with `ca_file`.
   std::string server_name{};
+  // Whether new connections offer the last session ticket received (false: every handshake is a
+  // full one, to measure what resumption saves).
+  bool resume = true;
 };
 
 class ClientContext {
@@ -86,7 +89,8 @@ class ClientContext {
   const std::vector<std::string>& warnings() const;
 
   // The client end of a TLS connection over the connected socket `fd` (not owned: see Stream).
-  // It offers the last session ticket received, if any, so the handshake can be resumed.
+  // It offers the last session ticket received, if any and `resume` is on, so the handshake can be
+  // resumed.
   std::unique_ptr<Stream> new_stream(int fd);
   HandshakeCounts counts() const;
 
