@@ -142,10 +142,14 @@ void Relay::on_ready(Side side, uint32_t events) {
 void Relay::pump(Flow& flow) {
   int from_fd = side_[flow.from]->fd();
   int to_fd = side_[flow.to]->fd();
+  // A read that got less than it asked for emptied the socket: another would only say EAGAIN (a
+  // system call per message on a ping-pong). The poller is level-triggered, so whatever arrives
+  // later, or a pipe out of slots that cut the read short, is reported again.
+  bool drained = false;
   for (int round = 0; round < kRoundsPerEvent; ++round) {
     bool progressed = false;
 
-    if (flow.wants_read() && from_fd >= 0) {
+    if (flow.wants_read() && from_fd >= 0 && !drained) {
       if (flow.mode == Flow::Mode::idle) {
         if (!flow.splice_unsupported) flow.pipe = pipes_.acquire();
         if (flow.pipe) {
@@ -156,9 +160,9 @@ void Relay::pump(Flow& flow) {
         }
       }
       ssize_t n;
+      const size_t room = flow.room();
       if (flow.mode == Flow::Mode::pipe) {
-        n = ::splice(from_fd, nullptr, flow.pipe.write_end.get(), nullptr, flow.room(),
-                     kSpliceFlags);
+        n = ::splice(from_fd, nullptr, flow.pipe.write_end.get(), nullptr, room, kSpliceFlags);
         if (n < 0 && errno == EINVAL && flow.pending == 0) {
           // This pair of descriptors cannot splice: use the buffer path from now on.
           flow.splice_unsupported = true;
@@ -168,10 +172,11 @@ void Relay::pump(Flow& flow) {
           continue;
         }
       } else {
-        n = ::recv(from_fd, flow.buffer.get() + flow.buffer_start + flow.pending, flow.room(), 0);
+        n = ::recv(from_fd, flow.buffer.get() + flow.buffer_start + flow.pending, room, 0);
       }
       if (n > 0) {
         flow.pending += static_cast<size_t>(n);
+        drained = static_cast<size_t>(n) < room;
         progressed = true;
       } else if (n == 0) {
         flow.eof = true;
