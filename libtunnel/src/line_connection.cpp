@@ -46,6 +46,9 @@ void LineConnection::send(std::string_view line) {
 }
 
 void LineConnection::close() {
+  // Over TLS the peer is told this end is deliberate (close_notify), so it does not report a
+  // truncated connection. Best effort: a socket that cannot take it now is closed all the same.
+  if (tls_ && channel_.fd() >= 0) tls_->shutdown_write();
   channel_.close();
   report_loss_.cancel();
   deferred_lines_.cancel();

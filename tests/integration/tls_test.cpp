@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <future>
 #include <map>
 #include <memory>
@@ -371,6 +372,23 @@ TEST_CASE("tls: --tls-ca with the self-signed certificate, by name and by addres
   CHECK_FALSE(s.server.log().find("event=tls-refused").has_value());
   CHECK_FALSE(s.server.log().find("event=auth-refused").has_value());
   CHECK(s.value("tunnel_auth_failures_total{stage=\"data\"}") == 0);
+}
+
+TEST_CASE("tls: a client stopped with SIGTERM ends its session cleanly (close_notify)") {
+  TokenDir dir;
+  const GenCert certs = gen_cert(dir.path() + "/tls");
+  EchoTarget echo;
+  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
+  TlsClient client(s.b(), echo.address(), {"--tls", "--tls-pin", certs.pin});
+  client.wait_online();
+  const size_t from = s.server.mark();
+  s.server.wait_for_line("event=client-online", kStartTimeout);
+  client.process().signal(SIGTERM);
+  client.process().wait_exit(Millis(5000));
+  // An operator reading "truncated" would look for an attack or a broken path.
+  const std::string offline = s.server.wait_for_line("event=client-offline", 5s, from);
+  CHECK(offline.find("truncated") == std::string::npos);
+  CHECK(offline.find("close_notify") == std::string::npos);
 }
 
 TEST_CASE("tls: a CA-signed server certificate, --tls-ca with the CA, no token") {
