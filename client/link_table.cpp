@@ -71,7 +71,8 @@ struct LinkTable::Link {
   std::unique_ptr<Connector> target_dial;
   // The data connection while it waits for the target. The server sends nothing on it before
   // DATA, so readability here means the server closed it (over TLS, or sent a session ticket).
-  std::optional<Channel> data;
+  // Allocated apart: a relaying link (the relay owns the socket) does not carry an empty Channel.
+  std::unique_ptr<Channel> data;
   std::unique_ptr<tls::Stream> data_tls;  // after `data`: freed first, while the socket is open
   Fd target;
   int server_dials = 0;
@@ -90,11 +91,17 @@ LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const Sock
       events_(std::move(events)),
       relaying_by_service_(services.size()),
       relays_(loop, [this](const ConnId& id, const RelayOutcome& outcome, Duration lasted) {
+        // A relay still in the set under this id is a newer one (the id was announced again and
+        // this one aborted): then this report is about a relay whose link is gone.
+        auto it = links_.find(id);
+        const bool own_link =
+            it != links_.end() && it->second->state == LinkState::relaying && !relays_.contains(id);
         std::optional<size_t> service;
-        if (auto found = relay_services_.find(id); found != relay_services_.end()) {
+        if (own_link) {
+          service = it->second->service;
+        } else if (auto found = orphan_services_.find(id); found != orphan_services_.end()) {
           service = found->second;
-          // A relay under the same id started since (announced again) still needs its entry.
-          if (!relays_.contains(id)) relay_services_.erase(found);
+          orphan_services_.erase(found);
         }
         TLOG_DEBUG(
             "event=conn-closed conn={} service={} bytes_to_target={} bytes_from_target={} "
@@ -102,11 +109,7 @@ LinkTable::LinkTable(EventLoop& loop, ControlLink& control, std::span<const Sock
             id.short_hex(), service ? services_.name(*service) : "?", outcome.bytes_to_service,
             outcome.bytes_to_visitor, lasted.count(), outcome.reason);
         events_.on_relay_ended(outcome, service);
-        // A relay still in the set under this id is a newer one (the id was announced again and
-        // the stale relay aborted): this report is not about it.
-        auto it = links_.find(id);
-        if (it != links_.end() && it->second->state == LinkState::relaying && !relays_.contains(id))
-          remove(id);
+        if (own_link) remove(id);
       }) {}
 
 LinkTable::~LinkTable() = default;
@@ -171,6 +174,8 @@ void LinkTable::on_server_dialed(const ConnId& id, Fd fd, std::error_code error)
   auto it = links_.find(id);
   if (it == links_.end()) return;
   Link& link = *it->second;
+  // Its work is done: freed after this batch (inside its own handler), not kept while relaying.
+  loop_.destroy_later(std::move(link.server_dial));
   if (error) return fail(link, FailReason::data_connect_failed);
   if (!tls_) return on_server_ready(link, StreamSocket{std::move(fd), nullptr, {}});
   // Resumes the session of the control connection (a ticket), so no full handshake each time
@@ -203,8 +208,8 @@ void LinkTable::on_server_ready(Link& link, StreamSocket data) {
   const ConnId id = link.id;
   switch (link.state) {
     case LinkState::dialing_both:
-      link.data.emplace(loop_, std::move(data.fd), kReadable,
-                        [this, id](uint32_t) { on_data_readable(id); });
+      link.data = std::make_unique<Channel>(loop_, std::move(data.fd), kReadable,
+                                            [this, id](uint32_t) { on_data_readable(id); });
       link.data_tls = std::move(data.tls);
       return move_to(link, LinkState::waiting_for_target);
     case LinkState::waiting_for_server:
@@ -222,6 +227,8 @@ void LinkTable::on_target_dialed(const ConnId& id, Fd fd, std::error_code error)
   auto it = links_.find(id);
   if (it == links_.end()) return;
   Link& link = *it->second;
+  // As for B's dial: the Connector (256 bytes) is not kept for the relay's lifetime.
+  loop_.destroy_later(std::move(link.target_dial));
   if (error) return fail(link, target_failure(classify_connect_error(error)));
   link.target = std::move(fd);
   switch (link.state) {
@@ -288,7 +295,6 @@ void LinkTable::start_relay(Link& link, StreamSocket data) {
   }
   move_to(link, LinkState::relaying);
   set_keepalive(data.fd.get());
-  relay_services_[link.id] = link.service;
   events_.on_relaying(link.service);
   if (data.tls)
     relays_.start(link.id, std::move(data.fd), std::move(link.target), TlsSide::visitor,
@@ -336,7 +342,7 @@ void LinkTable::on_pooled(const ConnId& id, size_t service, StreamSocket data) {
   link->data_tls = std::move(data.tls);
   // No read interest: the visitor's bytes wait in the socket for the relay. A reset still wakes us
   // (the server gave the visitor to someone else, or it left).
-  link->data.emplace(loop_, std::move(data.fd), 0, [this, id](uint32_t) {
+  link->data = std::make_unique<Channel>(loop_, std::move(data.fd), 0, [this, id](uint32_t) {
     auto found = links_.find(id);
     if (found == links_.end() || found->second->state != LinkState::pooled) return;
     TLOG_DEBUG("event=link-cancelled conn={} reason=pooled-connection-closed", id.short_hex());
@@ -369,7 +375,6 @@ void LinkTable::start_pooled_relay(Link& link) {
     return remove(link.id);
   }
   move_to(link, LinkState::relaying);
-  relay_services_[link.id] = link.service;
   events_.on_relaying(link.service);
   if (data.tls)
     relays_.start(link.id, std::move(data.fd), std::move(link.target), TlsSide::visitor,
@@ -415,7 +420,10 @@ void LinkTable::remove(ConnId id) {
   if (it == links_.end()) return;
   auto link = std::move(it->second);
   links_.erase(it);
-  if (link->state == LinkState::relaying) relays_.abort(id, "the server disowned this id");
+  if (link->state == LinkState::relaying && relays_.contains(id)) {
+    relays_.abort(id, "the server disowned this id");
+    orphan_services_.emplace(id, link->service);  // its report comes later, without the link
+  }
   move_to(*link, LinkState::ended);
   // The link is freed after this batch; quiet it now so that nothing it had pending (a connect
   // completing in this batch) reaches a link that a new NEW <id> creates under the same id.

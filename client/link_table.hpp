@@ -43,7 +43,7 @@ class LinkTable {
   struct Events {
     std::function<void(FailReason, std::optional<size_t> service)> on_failure;  // FAIL sent
     std::function<void(size_t service)> on_relaying;  // a link reached its relay
-    // For the byte counters; `service` is none only for a relay whose link was announced again.
+    // For the byte counters; `service` is the relay's (none only if no record of it is left).
     std::function<void(const RelayOutcome&, std::optional<size_t> service)> on_relay_ended;
   };
 
@@ -109,8 +109,10 @@ class LinkTable {
   Links links_;
   std::array<size_t, kLinkStates> counts_{};
   std::vector<size_t> relaying_by_service_;
-  // The service of each relay still reporting, for the byte counters: a relay outlives its link.
-  std::unordered_map<ConnId, size_t, ConnIdHash> relay_services_;
+  // The service of each relay aborted with its link (CLOSE, NEW again) and not yet reported, for
+  // the byte counters: such a relay outlives its link. A relay that ends by itself finds its
+  // link, so a running relay costs no entry here (64 bytes each, with the bucket).
+  std::unordered_multimap<ConnId, size_t, ConnIdHash> orphan_services_;
   RelaySet relays_;
   log::RateLimit failure_log_;
   log::RateLimit tls_log_;
