@@ -104,6 +104,7 @@ class ConnectionTable {
   }
 
  private:
+  struct Pending;
   struct Entry;
   using Entries = std::unordered_map<ConnId, std::unique_ptr<Entry>, ConnIdHash>;
 
