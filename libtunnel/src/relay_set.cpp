@@ -23,7 +23,7 @@ void RelaySet::start(const ConnId& id, Fd visitor_side, Fd service_side) {
   const Clock::time_point started = loop_.now();
   auto relay = std::make_unique<Relay>(loop_, pipes_, std::move(visitor_side),
                                        std::move(service_side), done_for(id, serial, started));
-  add(id, std::move(relay), serial, started);
+  add(id, std::move(relay), serial);
 }
 
 void RelaySet::start(const ConnId& id, Fd visitor_side, Fd service_side, TlsSide tls_side,
@@ -34,7 +34,7 @@ void RelaySet::start(const ConnId& id, Fd visitor_side, Fd service_side, TlsSide
   auto relay =
       std::make_unique<TlsRelay>(loop_, std::move(visitor_side), std::move(service_side), tls_side,
                                  std::move(stream), initial, done_for(id, serial, started));
-  add(id, std::move(relay), serial, started);
+  add(id, std::move(relay), serial);
 }
 
 std::function<void(const RelayOutcome&)> RelaySet::done_for(const ConnId& id, uint64_t serial,
@@ -44,9 +44,9 @@ std::function<void(const RelayOutcome&)> RelaySet::done_for(const ConnId& id, ui
   };
 }
 
-void RelaySet::add(const ConnId& id, AnyRelay relay, uint64_t serial, Clock::time_point started) {
+void RelaySet::add(const ConnId& id, AnyRelay relay, uint64_t serial) {
   // A duplicate id breaks the contract: the newcomer's sockets are closed by its destructor.
-  if (!relays_.try_emplace(id, Entry{std::move(relay), started, serial}).second) return;
+  if (!relays_.try_emplace(id, Entry{std::move(relay), serial}).second) return;
   ++unreported_;
 }
 
