@@ -49,38 +49,17 @@ void take_back_sigpipe() {
 
 }  // namespace
 
-struct Relay::Flow {
-  enum class Mode { idle, pipe, buffer };
-
-  int from = 0;  // side index bytes come from
-  int to = 1;    // side index they go to
-  Mode mode = Mode::idle;
-  Pipe pipe;
-  std::unique_ptr<char[]> buffer;  // only while the buffer path holds bytes (see pump)
-  size_t buffer_start = 0;
-  size_t pending = 0;  // read from `from`, not yet written to `to`
-  bool splice_unsupported = false;
-  bool eof = false;  // `from` will send nothing more
-  // A pipe fills by slots (one per page or segment), not bytes: small segments can fill it with
-  // far fewer bytes than its capacity. Once splice says so, reading waits for the next write, or
-  // a level-triggered poller would report the readable source forever.
-  bool pipe_full = false;
-  bool shut = false;  // that end was passed on to `to` as a FIN
-  uint64_t delivered = 0;
-
-  size_t room() const {
-    switch (mode) {
-      case Mode::pipe:
-        return pipe.capacity - pending;
-      case Mode::buffer:
-        return kBufferSize - buffer_start - pending;
-      case Mode::idle:
-        break;
-    }
-    return kBufferSize;
+size_t Relay::Flow::room() const {
+  switch (mode) {
+    case Mode::pipe:
+      return pipe.capacity - pending;
+    case Mode::buffer:
+      return kBufferSize - buffer_start - pending;
+    case Mode::idle:
+      break;
   }
-  bool wants_read() const { return !eof && !pipe_full && room() > 0; }
-};
+  return kBufferSize;
+}
 
 Relay::Relay(EventLoop& loop, PipePool& pipes, Fd visitor_side, Fd service_side, Done done)
     : loop_(loop), pipes_(pipes), done_(std::move(done)) {
@@ -89,25 +68,23 @@ Relay::Relay(EventLoop& loop, PipePool& pipes, Fd visitor_side, Fd service_side,
   set_nodelay(service_side.get());
   Fd fds[2] = {std::move(visitor_side), std::move(service_side)};
   for (Side side : {kVisitor, kService}) {
-    flow_[side] = std::make_unique<Flow>();
-    flow_[side]->from = side;
-    flow_[side]->to = 1 - side;
-    side_[side] =
-        std::make_unique<Channel>(loop_, std::move(fds[side]), kReadable,
-                                  [this, side](uint32_t events) { on_ready(side, events); });
+    flow_[side].from = side;
+    flow_[side].to = 1 - side;
+    side_[side].emplace(loop_, std::move(fds[side]), kReadable,
+                        [this, side](uint32_t events) { on_ready(side, events); });
   }
 }
 
 Relay::~Relay() {
   for (auto& flow : flow_)
-    if (flow && flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
+    if (flow.mode == Flow::Mode::pipe) pipes_.discard(std::move(flow.pipe));
 }
 
 uint64_t Relay::bytes_to_service() const {
-  return flow_[kVisitor]->delivered;
+  return flow_[kVisitor].delivered;
 }
 uint64_t Relay::bytes_to_visitor() const {
-  return flow_[kService]->delivered;
+  return flow_[kService].delivered;
 }
 
 RelayOutcome Relay::outcome(bool reset, std::string reason) const {
@@ -130,9 +107,9 @@ void Relay::on_ready(Side side, uint32_t events) {
   // stream or as an error when they can run; when they cannot, update_interest suspends the side.
   if (events & kHangup) hung_up_[side] = true;
   bool hangup = events & (kHangup | kError);
-  if ((events & kReadable) || hangup) pump(*flow_[side]);
+  if ((events & kReadable) || hangup) pump(flow_[side]);
   if (finished_) return;
-  if ((events & kWritable) || hangup) pump(*flow_[1 - side]);
+  if ((events & kWritable) || hangup) pump(flow_[1 - side]);
   if (finished_) return;
   maybe_finish();
   if (!finished_) update_interest();
@@ -232,8 +209,8 @@ void Relay::update_interest() {
   for (Side side : {kVisitor, kService}) {
     Channel& channel = *side_[side];
     if (channel.fd() < 0) continue;
-    const Flow& reading = *flow_[side];
-    const Flow& writing = *flow_[1 - side];
+    const Flow& reading = flow_[side];
+    const Flow& writing = flow_[1 - side];
     if (reading.eof && writing.shut) {
       // Nothing more will cross this socket either way. Closing it now also stops the hang-up
       // that epoll would otherwise keep reporting while the other direction finishes.
@@ -261,7 +238,7 @@ void Relay::update_interest() {
 }
 
 void Relay::maybe_finish() {
-  if (!flow_[0]->shut || !flow_[1]->shut) return;
+  if (!flow_[0].shut || !flow_[1].shut) return;
   finished_ = true;
   side_[0]->close();
   side_[1]->close();
@@ -275,9 +252,9 @@ void Relay::fail(std::string reason) {
     side->close();
   }
   for (auto& flow : flow_) {
-    if (flow->mode == Flow::Mode::pipe) pipes_.discard(std::move(flow->pipe));
-    flow->pipe = {};
-    flow->mode = Flow::Mode::idle;
+    if (flow.mode == Flow::Mode::pipe) pipes_.discard(std::move(flow.pipe));
+    flow.pipe = {};
+    flow.mode = Flow::Mode::idle;
   }
   loop_.defer([done = std::move(done_), ended = outcome(true, std::move(reason))] { done(ended); });
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tunnel/channel.hpp"
@@ -47,7 +48,32 @@ class Relay {
  private:
   // Index of a side in side_, hung_up_ and flow_ (flow_[s] reads side s).
   enum Side { kVisitor = 0, kService = 1 };
-  struct Flow;
+
+  // One direction. Held inside the Relay, like the Channels: a relaying connection costs as few
+  // allocations as possible (an idle one is mostly this object).
+  struct Flow {
+    enum class Mode { idle, pipe, buffer };
+
+    int from = 0;  // side index bytes come from
+    int to = 1;    // side index they go to
+    Mode mode = Mode::idle;
+    Pipe pipe;
+    std::unique_ptr<char[]> buffer;  // only while the buffer path holds bytes (see pump)
+    size_t buffer_start = 0;
+    size_t pending = 0;  // read from `from`, not yet written to `to`
+    bool splice_unsupported = false;
+    bool eof = false;  // `from` will send nothing more
+    // A pipe fills by slots (one per page or segment), not bytes: small segments can fill it
+    // with far fewer bytes than its capacity. Once splice says so, reading waits for the next
+    // write, or a level-triggered poller would report the readable source forever.
+    bool pipe_full = false;
+    bool shut = false;  // that end was passed on to `to` as a FIN
+    uint64_t delivered = 0;
+
+    size_t room() const;
+    bool wants_read() const { return !eof && !pipe_full && room() > 0; }
+  };
+
   void on_ready(Side side, uint32_t events);
   void pump(Flow& flow);
   void update_interest();
@@ -57,9 +83,9 @@ class Relay {
 
   EventLoop& loop_;
   PipePool& pipes_;
-  std::unique_ptr<Channel> side_[2];
+  std::optional<Channel> side_[2];
   // flow_[kVisitor]: visitor -> service, flow_[kService]: service -> visitor.
-  std::unique_ptr<Flow> flow_[2];
+  Flow flow_[2];
   bool hung_up_[2] = {false, false};  // the poller has reported a hang-up for that side
   Done done_;
   bool finished_ = false;
