@@ -161,6 +161,12 @@ void TlsRelay::on_ready(Side side, uint32_t events) {
   if (finished_) return;
   if ((events & writing.write_wait) || hangup) pump(writing);
   if (finished_) return;
+  after_wake();
+}
+
+// The end of every wake-up: finish if both ways have ended, else ask the poller for what the flows
+// wait for, and note the wake-up for on_release.
+void TlsRelay::after_wake() {
   maybe_finish();
   if (finished_) return;
   update_interest();
@@ -172,11 +178,7 @@ void TlsRelay::on_kick() {
   if (finished_) return;
   pump(*flow_[tls_]);
   if (finished_) return;
-  maybe_finish();
-  if (finished_) return;
-  update_interest();
-  woken_ = true;
-  if (!release_.armed()) release_.arm(kReleaseAfter);
+  after_wake();
 }
 
 // Reads what `from` has (as room allows) and writes what is pending to `to`, a few rounds at most.

@@ -298,15 +298,29 @@ std::string field_of(const std::string& line, const std::string& key) {
   return field(line, key).value_or("");
 }
 
+// A self-signed certificate made by gen-cert.sh, the server's flags for it and a client pinning
+// its key: the plain TLS setup most cases start from.
+struct PinnedCert {
+  TokenDir dir;
+  GenCert certs = gen_cert(dir.path() + "/tls");
+  std::vector<std::string> server_flags() const {
+    return {"--tls-cert", certs.cert(), "--tls-key", certs.key()};
+  }
+  std::vector<std::string> client_flags(std::vector<std::string> extra = {}) const {
+    std::vector<std::string> all = {"--tls", "--tls-pin", certs.pin};
+    all.insert(all.end(), extra.begin(), extra.end());
+    return all;
+  }
+};
+
 }  // namespace
 
 // 1 ---------------------------------------------------------------------------------------------
 
 TEST_CASE("tls: a pinned client carries bytes both ways, half-close and early bytes") {
-  TokenDir dir;
-  const GenCert certs = gen_cert(dir.path() + "/tls");
+  const PinnedCert tls;
   EchoTarget echo;
-  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
+  TlsServer s(tls.server_flags());
   const std::string ready = s.server.wait_for_line("event=ready", 1s);
   CHECK(field_of(ready, "tls") == "on");
   CHECK(field_of(ready, "auth") == "none");
@@ -316,7 +330,7 @@ TEST_CASE("tls: a pinned client carries bytes both ways, half-close and early by
   send_all(early, "early bytes, sent before any client was online\n");
   s.server.wait_for_line("event=accepted", 3s);
 
-  TlsClient client(s.b(), echo.address(), {"--tls", "--tls-pin", certs.pin});
+  TlsClient client(s.b(), echo.address(), tls.client_flags());
   const std::string online = client.wait_online();
   s.server.wait_for_line("event=client-online", kStartTimeout);
   INFO("client: " << online);
@@ -330,11 +344,10 @@ TEST_CASE("tls: a pinned client carries bytes both ways, half-close and early by
 }
 
 TEST_CASE("tls: half-close passes through a TLS tunnel in both directions") {
-  TokenDir dir;
-  const GenCert certs = gen_cert(dir.path() + "/tls");
+  const PinnedCert tls;
   HalfCloseTarget target;
-  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
-  TlsClient client(s.b(), target.address(), {"--tls", "--tls-pin", certs.pin});
+  TlsServer s(tls.server_flags());
+  TlsClient client(s.b(), target.address(), tls.client_flags());
   client.wait_online();
   check_half_close(s.server.port_a(), target);
 }
@@ -375,11 +388,10 @@ TEST_CASE("tls: --tls-ca with the self-signed certificate, by name and by addres
 }
 
 TEST_CASE("tls: a client stopped with SIGTERM ends its session cleanly (close_notify)") {
-  TokenDir dir;
-  const GenCert certs = gen_cert(dir.path() + "/tls");
+  const PinnedCert tls;
   EchoTarget echo;
-  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
-  TlsClient client(s.b(), echo.address(), {"--tls", "--tls-pin", certs.pin});
+  TlsServer s(tls.server_flags());
+  TlsClient client(s.b(), echo.address(), tls.client_flags());
   client.wait_online();
   const size_t from = s.server.mark();
   s.server.wait_for_line("event=client-online", kStartTimeout);
@@ -405,12 +417,11 @@ TEST_CASE("tls: a CA-signed server certificate, --tls-ca with the CA, no token")
 // 2 ---------------------------------------------------------------------------------------------
 
 TEST_CASE("tls: data connections resume the TLS session, and both daemons count alike") {
-  TokenDir dir;
-  const GenCert certs = gen_cert(dir.path() + "/tls");
+  const PinnedCert tls;
   EchoTarget echo;
-  TlsServer s({"--tls-cert", certs.cert(), "--tls-key", certs.key()});
+  TlsServer s(tls.server_flags());
   // Without the pool: one data connection per visitor, dialed when it comes.
-  TlsClient client(s.b(), echo.address(), {"--tls", "--tls-pin", certs.pin, "--pool", "0"});
+  TlsClient client(s.b(), echo.address(), tls.client_flags({"--pool", "0"}));
   client.wait_online();
 
   constexpr int kData = 12;

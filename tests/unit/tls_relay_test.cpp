@@ -457,6 +457,28 @@ TEST_CASE("tls relay: small records and one-byte reads on the far side still del
   CHECK_FALSE(r.outcome->reset);
 }
 
+namespace {
+
+// Both ends send `size` bytes (and a few) at once while T asks for a key update every so often;
+// every byte arrives, both ends close cleanly, and more than 10 key updates happened.
+void exchange_under_key_updates(Rig& r, size_t size, unsigned seed, Clock::duration timeout) {
+  const std::string p_to_t = tls_test::random_text(size + 3, seed);
+  const std::string t_to_p = tls_test::random_text(size + 5, seed + 1);
+  r.e.plain.send(p_to_t, true);
+  r.e.tls.send(t_to_p, true);
+  bool ended = r.run_until(
+      [&] { return r.finished() && r.e.plain.ended() && r.e.tls.read_ended(); }, timeout);
+  INFO(r.state());
+  REQUIRE(ended);
+  CHECK(r.e.tls.key_updates > 10);
+  CHECK(diff(p_to_t, r.e.tls.in) == "");
+  CHECK(diff(t_to_p, r.e.plain.in) == "");
+  REQUIRE(r.outcome);
+  CHECK_FALSE(r.outcome->reset);
+}
+
+}  // namespace
+
 TEST_CASE("tls relay: key updates requested by the far side mid-stream lose nothing") {
   // Each KeyUpdate(update_requested) changes the keys T sends with, and makes the relay's Stream
   // answer with one of its own (OpenSSL sends it from the next SSL_write), while bytes flow both
@@ -465,19 +487,7 @@ TEST_CASE("tls relay: key updates requested by the far side mid-stream lose noth
   INFO(side_label(side));
   Rig r(side);
   r.e.tls.key_update_every = 96 * kKiB;
-  const std::string p_to_t = tls_test::random_text(2 * kMiB + 5, 4);
-  const std::string t_to_p = tls_test::random_text(2 * kMiB + 9, 5);
-  r.e.plain.send(p_to_t, true);
-  r.e.tls.send(t_to_p, true);
-  bool ended =
-      r.run_until([&] { return r.finished() && r.e.plain.ended() && r.e.tls.read_ended(); }, 20s);
-  INFO(r.state());
-  REQUIRE(ended);
-  CHECK(r.e.tls.key_updates > 10);
-  CHECK(diff(p_to_t, r.e.tls.in) == "");
-  CHECK(diff(t_to_p, r.e.plain.in) == "");
-  REQUIRE(r.outcome);
-  CHECK_FALSE(r.outcome->reset);
+  exchange_under_key_updates(r, 2 * kMiB, 4, 20s);
 }
 
 TEST_CASE("tls relay: the initial bytes come first, then what the Stream still holds, then more") {
@@ -535,19 +545,7 @@ TEST_CASE("tls relay: key updates while records wait unsent behind a tiny socket
   set_buffer(r.e.relay_tls_fd(), SO_SNDBUF, 4 * kKiB);
   r.start();
   r.e.tls.key_update_every = 64 * kKiB;
-  const std::string p_to_t = tls_test::random_text(1 * kMiB + 3, 24);
-  const std::string t_to_p = tls_test::random_text(1 * kMiB + 5, 25);
-  r.e.plain.send(p_to_t, true);
-  r.e.tls.send(t_to_p, true);
-  bool ended =
-      r.run_until([&] { return r.finished() && r.e.plain.ended() && r.e.tls.read_ended(); }, 30s);
-  INFO(r.state());
-  REQUIRE(ended);
-  CHECK(r.e.tls.key_updates > 10);
-  CHECK(diff(p_to_t, r.e.tls.in) == "");
-  CHECK(diff(t_to_p, r.e.plain.in) == "");
-  REQUIRE(r.outcome);
-  CHECK_FALSE(r.outcome->reset);
+  exchange_under_key_updates(r, 1 * kMiB, 24, 30s);
 }
 
 TEST_CASE("tls relay: initial bytes larger than one buffer are delivered whole and in order") {

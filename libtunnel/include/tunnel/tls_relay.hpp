@@ -79,6 +79,7 @@ class TlsRelay {
   enum Side { kVisitor = 0, kService = 1 };
   struct Flow;
   void on_ready(Side side, uint32_t events);
+  void after_wake();
   void on_kick();
   void pump(Flow& flow);
   bool read(Flow& flow);
