@@ -302,10 +302,9 @@ TEST_CASE("pool: with --tls-resume false every pooled connection does a full han
 TEST_CASE("pool: a target slow to connect while the visitor uploads 1 MiB: every byte, once") {
   LateEcho target(Millis(1200));
   Server server;
-  Client client(server.port_b(), target.address(), {"--pool", "2"});
+  Client client(server.port_b(), target.address(), joined({"--pool", "2"}, kMetrics));
   wait_session(server, client);
-  client.wait_for_line("event=online", kStartTimeout);
-  std::this_thread::sleep_for(200ms);  // the pool opened
+  wait_parked(listening_port(client.process(), "metrics"), 2);
   const std::string upload = make_payload(7, 1 << 20);
   Socket visitor = connect_tcp(server.port_a());
   // Far more than goes ahead before READY: the rest waits in the kernel for the relay.
@@ -358,13 +357,13 @@ TEST_CASE("pool: a pooled connection the client reports lost is dropped, not han
   for (const auto& park : client.park_ids)
     send_all(client.control, "FAIL " + park + " data-connect-failed\n");
   wait_until([&] { return server.log().count("event=pool-parked") == 2; }, Millis(1000), "parked");
-  std::this_thread::sleep_for(100ms);  // the FAIL lines are handled
+  // The server handled the FAIL lines: it closed its side of both.
+  for (auto& p : client.pooled) CHECK(read_to_end(p, Millis(2000)).end != End::timeout);
   const auto started = Clock::now();
   Socket visitor = connect_tcp(server.port_a());
   send_all(visitor, "hi\n");
   const std::string id = client.next_new(Millis(3000));  // the dial path, at once
   CHECK(std::chrono::duration_cast<Millis>(Clock::now() - started) < Millis(1000));
-  for (auto& p : client.pooled) CHECK(read_to_end(p, Millis(2000)).end != End::timeout);
   Socket data = connect_tcp(server.port_b());
   send_all(data, "TUNNEL/1 DATA " + id + "\n");
   CHECK(read_exact(data, 3, Millis(3000)) == "hi\n");
